@@ -1,0 +1,308 @@
+"""The `aggregator` command line: parse options, call one function, print its result.
+
+Errors become exit codes in one place (`main`): 2 for a usage or config error,
+1 for an unexpected failure, 0 otherwise (failed feeds are reported, not fatal).
+Heavy modules are imported inside the commands so that `--help` starts fast.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from aggregator import __version__
+
+if TYPE_CHECKING:
+    from aggregator.config import Settings
+    from aggregator.models import Entry, FeedStatus
+    from aggregator.store import Store
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+EXPORT_FIELDS = ("id", "feed", "title", "link", "author", "published", "updated", "summary", "tags", "story")
+
+
+class Context:
+    """What the global options decided, handed to every command."""
+
+    def __init__(self, config_path: Path | None, verbosity: int) -> None:
+        self.config_path = config_path
+        self.verbosity = verbosity
+        self._settings: Settings | None = None
+
+    @property
+    def settings(self) -> Settings:
+        if self._settings is None:
+            from aggregator.config import load_settings
+
+            self._settings = load_settings(self.config_path)
+        return self._settings
+
+    def open_store(self, readonly: bool = False) -> Store:
+        from aggregator.store import Store
+
+        return Store(self.settings.database, readonly=readonly)
+
+
+pass_context = click.make_pass_decorator(Context)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="The feeds.yaml to use (default: $AGGREGATOR_CONFIG, then ./feeds.yaml).",
+)
+@click.option("-v", "--verbose", count=True, help="More log output (-v: every poll, -vv: debug).")
+@click.option("-q", "--quiet", is_flag=True, help="Only errors; no summary line.")
+@click.version_option(__version__, prog_name="aggregator")
+@click.pass_context
+def cli(ctx: click.Context, config_path: Path | None, verbose: int, quiet: bool) -> None:
+    """A self-hosted crypto-news aggregator: polls the feeds of feeds.yaml into SQLite
+    and renders a daily digest and merged feeds."""
+    verbosity = -1 if quiet else verbose
+    _setup_logging(verbosity)
+    ctx.obj = Context(config_path, verbosity)
+
+
+def _setup_logging(verbosity: int) -> None:
+    level = {-1: logging.ERROR, 0: logging.WARNING, 1: logging.INFO}.get(verbosity, logging.DEBUG)
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    if level > logging.DEBUG:
+        logging.getLogger("httpx").setLevel(logging.WARNING)
+
+
+@cli.command()
+@click.option("--feed", "names", multiple=True, metavar="NAME", help="Poll only this feed (repeatable).")
+@pass_context
+def update(context: Context, names: tuple[str, ...]) -> None:
+    """Poll every feed (or the named ones) now, ignoring the schedule, and store new entries."""
+    from aggregator.update import update_feeds
+
+    settings = context.settings
+    known = {feed.name for feed in settings.feeds}
+    for name in names:
+        if name not in known:
+            raise click.BadParameter(f"no feed named {name!r} in {settings.path}", param_hint="--feed")
+    count = len(names) or len(settings.feeds)
+    with context.open_store() as store:
+        if sys.stdout.isatty() and context.verbosity >= 0:
+            with click.progressbar(length=count, label="Polling feeds", show_pos=True) as bar:
+                summary = update_feeds(settings, store, names, on_result=lambda _result: bar.update(1))
+        else:
+            summary = update_feeds(settings, store, names)
+    if context.verbosity >= 0:
+        click.echo(summary.line())
+    if any(result.internal_error for result in summary.results):
+        raise SystemExit(EXIT_FAILURE)
+
+
+@cli.command()
+@pass_context
+def render(context: Context) -> None:
+    """Write the digest pages and every output feed under output_dir."""
+    from aggregator.render import render_all
+
+    settings = context.settings
+    with context.open_store() as store:
+        report = render_all(store, settings.site, datetime.now(UTC))
+    if context.verbosity >= 0:
+        click.echo(f"wrote {report.files_written} files to {settings.output_dir}")
+
+
+@cli.command()
+@click.option("--format", "output_format", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@pass_context
+def feeds(context: Context, output_format: str) -> None:
+    """List every feed with its status, last error, entry count and poll times."""
+    statuses = _feed_statuses(context)
+    if output_format == "json":
+        click.echo(json.dumps([_status_record(status) for status in statuses], indent=2))
+        return
+    rows = [
+        (
+            status.name,
+            status.status,
+            str(status.entries),
+            _short_time(status.last_fetched),
+            _short_time(status.next_fetch),
+            status.last_error or "",
+        )
+        for status in statuses
+    ]
+    click.echo(_table(("name", "status", "entries", "last fetched", "next fetch", "last error"), rows))
+
+
+def _feed_statuses(context: Context) -> list[FeedStatus]:
+    """The stored state of each configured feed; feeds never polled show as `new`."""
+    from aggregator.models import FeedStatus
+
+    settings = context.settings
+    stored: dict[str, FeedStatus] = {}
+    if settings.database.exists():
+        with context.open_store(readonly=True) as store:
+            stored = {status.name: status for status in store.feed_statuses(active_only=False)}
+    return [
+        stored.get(feed.name)
+        or FeedStatus(
+            name=feed.name,
+            url=feed.url,
+            title=feed.title,
+            status="new",
+            last_error=None,
+            entries=0,
+            last_fetched=None,
+            next_fetch=None,
+        )
+        for feed in settings.feeds
+    ]
+
+
+def _status_record(status: FeedStatus) -> dict[str, Any]:
+    return {
+        "name": status.name,
+        "url": status.url,
+        "title": status.title,
+        "status": status.status,
+        "last_error": status.last_error,
+        "error_count": status.error_count,
+        "entries": status.entries,
+        "last_fetched": _iso(status.last_fetched),
+        "next_fetch": _iso(status.next_fetch),
+    }
+
+
+@cli.command()
+@click.option("--format", "output_format", type=click.Choice(["jsonl", "csv"]), default="jsonl", show_default=True)
+@click.option("--since", type=click.DateTime(["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S"]), help="Only entries published since.")
+@pass_context
+def export(context: Context, output_format: str, since: datetime | None) -> None:
+    """Write one record per entry (id, feed, title, link, author, published, updated,
+    summary, tags, story) to stdout, streaming."""
+    since_utc = since.replace(tzinfo=UTC) if since else None
+    with context.open_store(readonly=True) as store:
+        records = (_export_record(entry) for entry in store.iter_entries(since_utc))
+        if output_format == "jsonl":
+            for record in records:
+                sys.stdout.write(json.dumps(record, ensure_ascii=False) + "\n")
+        else:
+            _write_csv(records)
+
+
+def _export_record(entry: Entry) -> dict[str, Any]:
+    return {
+        "id": entry.uid,
+        "feed": entry.feed,
+        "title": entry.title,
+        "link": entry.link,
+        "author": entry.author,
+        "published": _iso(entry.published),
+        "updated": _iso(entry.updated),
+        "summary": entry.summary,
+        "tags": list(entry.tags),
+        "story": entry.story_id,
+    }
+
+
+def _write_csv(records: Iterator[dict[str, Any]]) -> None:
+    import csv
+
+    writer = csv.DictWriter(sys.stdout, fieldnames=EXPORT_FIELDS, lineterminator="\n")
+    writer.writeheader()
+    for record in records:
+        writer.writerow({**record, "tags": ";".join(record["tags"])})
+
+
+@cli.command()
+@pass_context
+def check(context: Context) -> None:
+    """Validate the config and print the resolved settings."""
+    settings = context.settings
+    lines = [
+        f"config: {settings.path} (ok)",
+        f"title: {settings.title}",
+        f"site_url: {settings.site_url}",
+        f"database: {settings.database}",
+        f"output_dir: {settings.output_dir}",
+        f"templates_dir: {settings.templates_dir or '(built-in)'}",
+        f"timezone: {settings.timezone}",
+        f"digest: at {settings.digest_time}, at most {settings.digest_max_stories} stories",
+        f"fetch: {settings.concurrency} at once, {settings.per_host} per host",
+        f"tags: {len(settings.tag_rules)} extra taxonomy rules",
+        f"feeds: {len(settings.feeds)}",
+    ]
+    for feed in settings.feeds:
+        lines.append(
+            f"  {feed.name}: {feed.url} every {_seconds(feed.interval_seconds)}, timeout "
+            f"{_seconds(feed.timeout_seconds)}, max {_size(feed.max_bytes)}"
+            + (f", tags {', '.join(feed.tags)}" if feed.tags else "")
+        )
+    click.echo("\n".join(lines))
+
+
+def _seconds(value: float) -> str:
+    for unit, size in (("h", 3600), ("m", 60)):
+        if value >= size and value % size == 0:
+            return f"{value / size:g}{unit}"
+    return f"{value:g}s"
+
+
+def _size(size: int) -> str:
+    for unit, factor in (("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024)):
+        if size >= factor:
+            return f"{size / factor:g}{unit}"
+    return f"{size}B"
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ") if moment else None
+
+
+def _short_time(moment: datetime | None) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M") if moment else "-"
+
+
+def _table(header: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> str:
+    widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows, strict=False)]
+    lines = [
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        for row in (header, *rows)
+    ]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    """Entry point: run the click group and turn our errors into exit codes."""
+    from aggregator.errors import AggregatorError, ConfigError
+
+    try:
+        code = cli.main(standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(EXIT_FAILURE)
+    except click.ClickException as error:
+        error.show()
+        sys.exit(EXIT_USAGE if error.exit_code == EXIT_USAGE else error.exit_code)
+    except ConfigError as error:
+        click.echo(f"error: {error}", err=True)
+        sys.exit(EXIT_USAGE)
+    except AggregatorError as error:
+        click.echo(f"error: {error}", err=True)
+        sys.exit(EXIT_FAILURE)
+    except BrokenPipeError:
+        sys.exit(EXIT_OK)
+    sys.exit(code if isinstance(code, int) else EXIT_OK)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,525 @@
+"""The SQLite database: schema, migrations, per-feed poll transactions and queries.
+
+The only module that speaks SQL. It opens the database in WAL mode with a busy
+timeout so that readers (``serve``, ``feeds``, Datasette) work while the daemon
+writes, keeps the schema version in ``PRAGMA user_version``, and stores each
+feed's poll in one transaction so a crash never leaves half a feed behind.
+Dates are stored as ISO 8601 UTC text (``2024-03-05T10:00:00Z``), which sorts.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import uuid
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import sqlite_utils
+
+from aggregator.errors import StoreError
+from aggregator.models import (
+    Entry,
+    EntryData,
+    FeedConfig,
+    FeedState,
+    FeedStatus,
+    PollOutcome,
+    StoreCounts,
+    TaggedEntry,
+    Validators,
+)
+
+SCHEMA_VERSION = 1
+BUSY_TIMEOUT_MS = 10_000
+# SQLite allows 32766 host parameters; stay far below for IN (...) look-ups.
+LOOKUP_CHUNK = 500
+ENTRY_UID_NAMESPACE = uuid.UUID("6f1d7c8e-3b9a-4f55-9a51-0c2b1e7d4a10")
+
+_ENTRY_COLUMNS = """
+    e.id, e.uid, f.name AS feed, COALESCE(f.title, f.feed_title, f.name) AS feed_title,
+    f.site_link AS feed_link, e.key, e.title, e.link, e.author, e.summary, e.content,
+    e.published, e.updated, e.first_seen, e.story_id,
+    (SELECT group_concat(t.path, char(31)) FROM entry_tags et JOIN tags t ON t.id = et.tag_id
+     WHERE et.entry_id = e.id) AS tag_list
+"""
+
+
+def iso(moment: datetime) -> str:
+    """A UTC ISO 8601 string with a Z, the form every date column uses."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def from_iso(text: str | None) -> datetime | None:
+    if not text:
+        return None
+    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+
+
+def entry_uid(feed: str, key: str) -> str:
+    """A stable, globally unique id for an entry: the same feed and key give the same id."""
+    return "urn:uuid:" + str(uuid.uuid5(ENTRY_UID_NAMESPACE, f"{feed}\n{key}"))
+
+
+class Store:
+    """One connection to the database; not shared between threads."""
+
+    def __init__(self, path: Path | str, readonly: bool = False) -> None:
+        self.path = Path(path)
+        self.readonly = readonly
+        try:
+            self.conn = self._connect()
+            self.db = sqlite_utils.Database(self.conn)
+            if not readonly:
+                self._migrate()
+        except sqlite3.Error as error:
+            raise StoreError(f"cannot open the database {self.path}: {error}") from None
+
+    def _connect(self) -> sqlite3.Connection:
+        if self.readonly:
+            if not self.path.exists():
+                raise StoreError(f"the database {self.path} does not exist yet (run `aggregator update` first)")
+            conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=BUSY_TIMEOUT_MS / 1000)
+        else:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        conn.execute("PRAGMA foreign_keys=ON")
+        conn.row_factory = sqlite3.Row
+        return conn
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """BEGIN IMMEDIATE ... COMMIT, rolled back on any error."""
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.conn
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        self.conn.execute("COMMIT")
+
+    # -- schema ---------------------------------------------------------------------------
+
+    def _migrate(self) -> None:
+        version = self.conn.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise StoreError(
+                f"the database {self.path} has schema version {version}, newer than this program "
+                f"understands ({SCHEMA_VERSION}); upgrade aggregator"
+            )
+        for target in range(version + 1, SCHEMA_VERSION + 1):
+            with self.transaction():
+                _MIGRATIONS[target](self.db)
+                self.conn.execute(f"PRAGMA user_version={target}")
+
+    @property
+    def schema_version(self) -> int:
+        return int(self.conn.execute("PRAGMA user_version").fetchone()[0])
+
+    # -- feeds ----------------------------------------------------------------------------
+
+    def sync_feeds(self, feeds: Sequence[FeedConfig]) -> None:
+        """Make the feeds table match the config: add new feeds, follow URL and title changes.
+
+        A feed removed from the config keeps its row and entries but is marked inactive.
+        A changed configured URL resets the stored URL (and its validators), even after a
+        permanent redirect had moved it.
+        """
+        with self.transaction() as conn:
+            rows = {row["name"]: row for row in conn.execute("SELECT name, config_url FROM feeds")}
+            for feed in feeds:
+                row = rows.get(feed.name)
+                if row is None:
+                    conn.execute(
+                        "INSERT INTO feeds (name, url, config_url, title, status, active) "
+                        "VALUES (?, ?, ?, ?, 'new', 1)",
+                        (feed.name, feed.url, feed.url, feed.title),
+                    )
+                elif row["config_url"] != feed.url:
+                    conn.execute(
+                        "UPDATE feeds SET url = ?, config_url = ?, title = ?, etag = NULL, last_modified = NULL, "
+                        "body_hash = NULL, disabled = 0, error_count = 0, active = 1 WHERE name = ?",
+                        (feed.url, feed.url, feed.title, feed.name),
+                    )
+                else:
+                    conn.execute("UPDATE feeds SET title = ?, active = 1 WHERE name = ?", (feed.title, feed.name))
+            configured = [feed.name for feed in feeds]
+            conn.execute(
+                f"UPDATE feeds SET active = 0 WHERE name NOT IN ({','.join('?' * len(configured))})",
+                configured,
+            )
+
+    def feed_state(self, name: str) -> FeedState:
+        row = self.conn.execute(
+            "SELECT name, url, etag, last_modified, body_hash, error_count, disabled FROM feeds WHERE name = ?",
+            (name,),
+        ).fetchone()
+        if row is None:
+            raise StoreError(f"no feed named {name!r} in the database")
+        return FeedState(
+            name=row["name"],
+            url=row["url"],
+            validators=Validators(etag=row["etag"], last_modified=row["last_modified"]),
+            body_hash=row["body_hash"],
+            error_count=row["error_count"],
+            disabled=bool(row["disabled"]),
+        )
+
+    def feed_statuses(self, active_only: bool = True) -> list[FeedStatus]:
+        where = "WHERE f.active = 1" if active_only else ""
+        rows = self.conn.execute(
+            f"""SELECT f.name, f.url, COALESCE(f.title, f.feed_title) AS title, f.status, f.last_error,
+                       f.error_count, f.disabled, f.last_fetched, f.next_fetch,
+                       (SELECT count(*) FROM entries e WHERE e.feed_id = f.id) AS entries
+                FROM feeds f {where} ORDER BY f.name"""
+        ).fetchall()
+        return [
+            FeedStatus(
+                name=row["name"],
+                url=row["url"],
+                title=row["title"],
+                status="disabled" if row["disabled"] else row["status"],
+                last_error=row["last_error"],
+                entries=row["entries"],
+                last_fetched=from_iso(row["last_fetched"]),
+                next_fetch=from_iso(row["next_fetch"]),
+                error_count=row["error_count"],
+                disabled=bool(row["disabled"]),
+            )
+            for row in rows
+        ]
+
+    # -- one poll -------------------------------------------------------------------------
+
+    def save_poll(self, outcome: PollOutcome) -> StoreCounts:
+        """Store one feed's poll (state, entries, tags) in one transaction."""
+        with self.transaction() as conn:
+            feed_id = self._feed_id(conn, outcome.feed)
+            counts = self._store_entries(conn, feed_id, outcome) if outcome.entries else StoreCounts()
+            self._record_fetch(conn, feed_id, outcome)
+        return counts
+
+    def _feed_id(self, conn: sqlite3.Connection, name: str) -> int:
+        row = conn.execute("SELECT id FROM feeds WHERE name = ?", (name,)).fetchone()
+        if row is None:
+            raise StoreError(f"no feed named {name!r} in the database")
+        return int(row["id"])
+
+    def _record_fetch(self, conn: sqlite3.Connection, feed_id: int, outcome: PollOutcome) -> None:
+        failed = outcome.status == "error"
+        conn.execute(
+            """UPDATE feeds SET
+                 status = ?, last_error = ?, error_code = ?,
+                 error_count = CASE WHEN ? THEN error_count + 1 ELSE 0 END,
+                 last_fetched = ?, next_fetch = ?, disabled = ?,
+                 last_ok = CASE WHEN ? THEN last_ok ELSE ? END,
+                 url = COALESCE(?, url),
+                 etag = CASE WHEN ? THEN etag ELSE ? END,
+                 last_modified = CASE WHEN ? THEN last_modified ELSE ? END,
+                 body_hash = COALESCE(?, body_hash),
+                 feed_title = COALESCE(?, feed_title),
+                 site_link = COALESCE(?, site_link)
+               WHERE id = ?""",
+            (
+                outcome.status,
+                outcome.error,
+                outcome.error_code,
+                failed,
+                iso(outcome.fetched_at),
+                iso(outcome.next_fetch),
+                outcome.disabled,
+                failed,
+                iso(outcome.fetched_at),
+                outcome.new_url,
+                failed,
+                outcome.validators.etag,
+                failed,
+                outcome.validators.last_modified,
+                outcome.body_hash,
+                outcome.feed_title,
+                outcome.feed_link,
+                feed_id,
+            ),
+        )
+
+    def _store_entries(self, conn: sqlite3.Connection, feed_id: int, outcome: PollOutcome) -> StoreCounts:
+        feed_name = outcome.feed
+        now = iso(outcome.fetched_at)
+        existing = self._existing(conn, feed_id, [tagged.entry.key for tagged in outcome.entries])
+        inserts: list[tuple[Any, ...]] = []
+        changed: list[tuple[int, TaggedEntry, str]] = []
+        new_tags: list[tuple[str, frozenset[str]]] = []
+        for tagged in outcome.entries:
+            entry = tagged.entry
+            found = existing.get(entry.key)
+            if found is None:
+                inserts.append(_insert_row(feed_id, feed_name, entry, now))
+                new_tags.append((entry.key, tagged.tags))
+            elif found[1] != entry.content_hash:
+                changed.append((found[0], tagged, found[2]))
+        if inserts:
+            conn.executemany(
+                """INSERT INTO entries (feed_id, key, uid, link, canonical_link, title, author, summary,
+                       content, published, updated, first_seen, content_hash, published_known)
+                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+                inserts,
+            )
+            ids = self._existing(conn, feed_id, [key for key, _ in new_tags])
+            self._tag_entries(conn, [(ids[key][0], tags) for key, tags in new_tags])
+        for entry_id, tagged, first_seen in changed:
+            conn.execute(
+                """UPDATE entries SET link = ?, canonical_link = ?, title = ?, author = ?, summary = ?,
+                       content = ?, published = ?, updated = ?, content_hash = ?, published_known = ?
+                   WHERE id = ?""",
+                (*_changed_values(tagged.entry, first_seen, now), entry_id),
+            )
+            conn.execute("DELETE FROM entry_tags WHERE entry_id = ?", (entry_id,))
+        self._tag_entries(conn, [(entry_id, tagged.tags) for entry_id, tagged, _ in changed])
+        return StoreCounts(new=len(inserts), updated=len(changed))
+
+    def _existing(self, conn: sqlite3.Connection, feed_id: int, keys: Sequence[str]) -> dict[str, tuple[int, str, str]]:
+        found: dict[str, tuple[int, str, str]] = {}
+        unique = list(dict.fromkeys(keys))
+        for start in range(0, len(unique), LOOKUP_CHUNK):
+            chunk = unique[start : start + LOOKUP_CHUNK]
+            rows = conn.execute(
+                f"SELECT id, key, content_hash, first_seen FROM entries WHERE feed_id = ? "
+                f"AND key IN ({','.join('?' * len(chunk))})",
+                (feed_id, *chunk),
+            )
+            for row in rows:
+                found[row["key"]] = (row["id"], row["content_hash"], row["first_seen"])
+        return found
+
+    def _tag_entries(self, conn: sqlite3.Connection, tagged: Iterable[tuple[int, frozenset[str]]]) -> None:
+        pairs = [(entry_id, tag) for entry_id, tags in tagged for tag in sorted(tags)]
+        if not pairs:
+            return
+        conn.executemany("INSERT OR IGNORE INTO tags (path) VALUES (?)", [(tag,) for tag in {t for _, t in pairs}])
+        conn.executemany(
+            "INSERT OR IGNORE INTO entry_tags (entry_id, tag_id) SELECT ?, id FROM tags WHERE path = ?",
+            pairs,
+        )
+
+    # -- queries for render and export ----------------------------------------------------
+
+    def entries_between(self, start: datetime, end: datetime) -> list[Entry]:
+        return self._entries("WHERE e.published >= ? AND e.published < ?", (iso(start), iso(end)))
+
+    def recent_entries(self, limit: int) -> list[Entry]:
+        return self._entries("", (), limit)
+
+    def entries_for_tag(self, tag: str, limit: int) -> list[Entry]:
+        return self._entries(
+            "WHERE e.id IN (SELECT et.entry_id FROM entry_tags et JOIN tags t ON t.id = et.tag_id WHERE t.path = ?)",
+            (tag,),
+            limit,
+        )
+
+    def tags_in_use(self) -> list[tuple[str, int]]:
+        rows = self.conn.execute(
+            "SELECT t.path, count(*) AS n FROM tags t JOIN entry_tags et ON et.tag_id = t.id "
+            "GROUP BY t.id ORDER BY t.path"
+        )
+        return [(row["path"], row["n"]) for row in rows]
+
+    def entry_days(self, tz: ZoneInfo) -> list[date]:
+        """Days (in `tz`) that have entries, from the distinct UTC hours that do.
+
+        Grouping by hour in SQL keeps this cheap on a large archive; an hour that
+        straddles local midnight (zones with half-hour offsets) counts for both days.
+        """
+        rows = self.conn.execute("SELECT DISTINCT substr(published, 1, 13) AS hour FROM entries")
+        days: set[date] = set()
+        for row in rows:
+            start = datetime.strptime(row["hour"], "%Y-%m-%dT%H").replace(tzinfo=UTC)
+            days.add(start.astimezone(tz).date())
+            days.add((start + timedelta(minutes=59, seconds=59)).astimezone(tz).date())
+        return sorted(days)
+
+    def iter_entries(self, since: datetime | None = None, batch: int = 1000) -> Iterator[Entry]:
+        """Every entry, oldest first, fetched in batches so memory stays flat."""
+        last_id = 0
+        since_text = iso(since) if since else ""
+        while True:
+            page = self._entries(
+                "WHERE e.id > ? AND e.published >= ?",
+                (last_id, since_text),
+                batch,
+                order="e.id ASC",
+            )
+            if not page:
+                return
+            yield from page
+            last_id = page[-1].id
+
+    def _entries(
+        self,
+        where: str,
+        params: Sequence[Any],
+        limit: int | None = None,
+        order: str = "e.published DESC, e.id DESC",
+    ) -> list[Entry]:
+        sql = f"SELECT {_ENTRY_COLUMNS} FROM entries e JOIN feeds f ON f.id = e.feed_id {where} ORDER BY {order}"
+        if limit is not None:
+            sql += f" LIMIT {int(limit)}"
+        return [_entry(row) for row in self.conn.execute(sql, tuple(params))]
+
+    def count_entries(self) -> int:
+        return int(self.conn.execute("SELECT count(*) FROM entries").fetchone()[0])
+
+    def integrity_ok(self) -> bool:
+        return bool(self.conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok")
+
+
+def _insert_row(feed_id: int, feed_name: str, entry: EntryData, now: str) -> tuple[Any, ...]:
+    published = iso(entry.published) if entry.published else now
+    updated = iso(entry.updated) if entry.updated else published
+    return (
+        feed_id,
+        entry.key,
+        entry_uid(feed_name, entry.key),
+        entry.link,
+        entry.canonical_link,
+        entry.title,
+        entry.author,
+        entry.summary,
+        entry.content,
+        published,
+        updated,
+        now,
+        entry.content_hash,
+        entry.published is not None,
+    )
+
+
+def _changed_values(entry: EntryData, first_seen: str, now: str) -> tuple[Any, ...]:
+    # An entry that never had a date keeps its first-seen time; an edit is dated now.
+    published = iso(entry.published) if entry.published else first_seen
+    updated = iso(entry.updated) if entry.updated and iso(entry.updated) > published else now
+    return (
+        entry.link,
+        entry.canonical_link,
+        entry.title,
+        entry.author,
+        entry.summary,
+        entry.content,
+        published,
+        updated,
+        entry.content_hash,
+        entry.published is not None,
+    )
+
+
+def _entry(row: sqlite3.Row) -> Entry:
+    published = from_iso(row["published"])
+    first_seen = from_iso(row["first_seen"])
+    assert published is not None and first_seen is not None
+    tags = tuple(sorted(row["tag_list"].split("\x1f"))) if row["tag_list"] else ()
+    return Entry(
+        id=row["id"],
+        uid=row["uid"],
+        feed=row["feed"],
+        feed_title=row["feed_title"],
+        feed_link=row["feed_link"],
+        key=row["key"],
+        title=row["title"],
+        link=row["link"],
+        author=row["author"],
+        summary=row["summary"],
+        content=row["content"],
+        published=published,
+        updated=from_iso(row["updated"]) or published,
+        first_seen=first_seen,
+        tags=tags,
+        story_id=row["story_id"],
+    )
+
+
+def _schema_v1(db: sqlite_utils.Database) -> None:
+    db.table("feeds").create(
+        {
+            "id": int,
+            "name": str,
+            "url": str,
+            "config_url": str,
+            "title": str,
+            "feed_title": str,
+            "site_link": str,
+            "etag": str,
+            "last_modified": str,
+            "body_hash": str,
+            "status": str,
+            "last_error": str,
+            "error_code": str,
+            "error_count": int,
+            "last_fetched": str,
+            "last_ok": str,
+            "next_fetch": str,
+            "retry_after": str,
+            "hints": str,
+            "disabled": int,
+            "active": int,
+        },
+        pk="id",
+        not_null={"name", "url", "config_url", "status"},
+        defaults={"status": "new", "error_count": 0, "disabled": 0, "active": 1},
+    )
+    db.table("feeds").create_index(["name"], unique=True)
+    db.table("stories").create(
+        {"id": int, "headline": str, "first_entry_id": int, "first_seen": str, "updated": str},
+        pk="id",
+    )
+    db.table("entries").create(
+        {
+            "id": int,
+            "feed_id": int,
+            "key": str,
+            "uid": str,
+            "link": str,
+            "canonical_link": str,
+            "title": str,
+            "author": str,
+            "summary": str,
+            "content": str,
+            "published": str,
+            "updated": str,
+            "first_seen": str,
+            "published_known": int,
+            "content_hash": str,
+            "story_id": int,
+        },
+        pk="id",
+        not_null={"feed_id", "key", "uid", "title", "published", "updated", "first_seen"},
+        foreign_keys=[("feed_id", "feeds", "id"), ("story_id", "stories", "id")],
+    )
+    db.table("entries").create_index(["feed_id", "key"], unique=True)
+    db.table("entries").create_index(["published"])
+    db.table("entries").create_index(["canonical_link"])
+    db.table("entries").create_index(["story_id"])
+    db.table("tags").create({"id": int, "path": str}, pk="id", not_null={"path"})
+    db.table("tags").create_index(["path"], unique=True)
+    db.table("entry_tags").create(
+        {"entry_id": int, "tag_id": int},
+        pk=("entry_id", "tag_id"),
+        foreign_keys=[("entry_id", "entries", "id"), ("tag_id", "tags", "id")],
+    )
+    db.table("entry_tags").create_index(["tag_id", "entry_id"])
+
+
+_MIGRATIONS = {1: _schema_v1}

@@ -1,0 +1,510 @@
+"""Tags for entries: the taxonomy (built in, extended from feeds.yaml) and the matching rules.
+
+A tag is a path (`Blockchain/Binance`); an entry tagged `A/B` is also tagged `A`. An entry's
+tags come from three sources, merged: the feed's own `tags` from the config; the entry's
+categories when they name a taxonomy node or one of its aliases ("Bitcoin News"); and the
+taxonomy's names and tickers found in the title, summary and categories (never the full
+article body, which mentions everything in passing).
+
+Matching, in short:
+- names match case-insensitively as whole words ("Binance's", "Binance-backed", not
+  "Binancecoin"); a space in a name matches spaces or a hyphen, a hyphen matches a hyphen or
+  nothing; the longest name wins, and carries the meaning of the names inside it;
+- tickers match only as written in capitals (`SOL`, `BTCUSDT`) or after `$` (`$link`);
+  tickers that are also ordinary words (LINK, SOL, DOT, OP, ...) need crypto context, and in
+  an ALL-CAPS title or summary they need the `$`;
+- names and tickers marked `needs_context` count only when the entry is otherwise clearly
+  about crypto: a name or ticker under a crypto root (CRYPTO_ROOTS) that needs no context, a
+  word of CONTEXT_WORDS, a crypto category or feed tag. Such a name written with a capital in
+  the taxonomy ("Kraken", "Strategy") must also be capitalized in the text, and everyday
+  phrases ("ripple effect", "41 degrees Celsius", "Google's Gemini") never count.
+
+Everything is compiled once per taxonomy into a few combined regular expressions, so tagging
+an entry costs a handful of regex scans. This module is pure: it reads only its own package
+data file and knows nothing of feeds, HTTP or SQLite.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import lru_cache
+from importlib import resources
+from typing import Any
+
+import yaml
+
+from aggregator.models import TagRule
+
+TAXONOMY_RESOURCE = "taxonomy.yaml"
+
+# Tags under these roots mean the entry is about crypto, which lets needs-context names count.
+CRYPTO_ROOTS = frozenset({"Blockchain", "DeFi", "NFT", "Mining"})
+
+# Words that make an entry about crypto without being tags of their own.
+CONTEXT_WORDS = (
+    "token",
+    "tokens",
+    "tokenized",
+    "tokenised",
+    "tokenization",
+    "tokenisation",
+    "airdrop",
+    "airdrops",
+    "staking",
+    "on-chain",
+    "onchain",
+    "smart contract",
+    "smart contracts",
+    "hodl",
+    "satoshis",
+)
+
+# Tickers that are also ordinary words or common abbreviations (English, Spanish, German:
+# "U.S. DOT", the German "OP"). Written in capitals they count only with crypto context, and
+# in an ALL-CAPS title or summary not at all; with a `$` ("$LINK") or as a trading pair
+# ("LINKUSDT") they always count.
+_ORDINARY_WORDS = (
+    "ACE ADA AI ALPHA APE ARB ARK ATOM BAT BEAM BOND CAKE CAT COIN COMP DOG DOGE DOT EDU FLOW FORM "
+    "FUN GAS GOLD HIGH HOOK HOT ID IN IO JOE KEEP LINK LOOKS LUNA MAGIC MANA MASK ME MEME MOVE NEAR "
+    "NOT OM ONE OP PEOPLE POND PUMP RAY ROSE RUNE SAFE SAND SOL SOUL STEP SUN SUPER TIME TON TRUMP "
+    "UNI WIN"
+)
+ORDINARY_WORD_TICKERS = frozenset(_ORDINARY_WORDS.split())
+
+# Words after which "Strategy" can still be the company ("Coinbase and Strategy", "Bitcoin
+# giant Strategy"); after any other word it is the common noun ("trading strategy").
+_STRATEGY_LEADS = (
+    "and or by from with at of on as than like while after before says said for to in into including "
+    "between about against versus vs giant firm company holder buyer rival"
+)
+
+# Everyday uses of needs-context names, by the name they contain: inside these phrases the
+# name does not count ("ripple effect", "41 degrees Celsius", "Google's Gemini").
+_EVERYDAY_PHRASES: dict[str, re.Pattern[str]] = {
+    word: re.compile(rf"(?<!\w)(?:{pattern})(?!\w)", re.IGNORECASE)
+    for words, pattern in (
+        ("ripple", r"ripple[\s-]+effects?|ripples?\s+(?:through|across)|sent\s+ripples"),
+        (
+            "circle",
+            r"(?:full|inner|vicious|virtuous|arctic)\s+circle|circle\s+back|winner['’]?s\s+circle|"
+            r"circle\s+of\s+(?:life|friends|trust)",
+        ),
+        ("celsius", r"degrees?\s+celsius|\d+(?:[.,]\d+)?\s*(?:°|º)?\s*celsius|celsius\s+(?:scale|degrees?)"),
+        (
+            "strategy",
+            rf"(?<![\w'’])(?!(?:{'|'.join(_STRATEGY_LEADS.split())})\s)\w+(?:[-‐]\w+)*\s+strategy|"
+            r"strategy\s+(?:for|of)",
+        ),
+        ("avalanche", r"an?\s+avalanche|avalanche\s+of|avalanche\s+(?:warnings?|risk|danger|season)"),
+        (
+            "gemini",
+            r"google['’]?s?\s+gemini|gemini\s+(?:ai|models?|chatbot|assistant|app|pro|ultra|nano|flash|"
+            r"advanced|live|\d+(?:\.\d+)?)",
+        ),
+        ("kraken", r"release\s+the\s+kraken"),
+        ("tron", r"tron:?\s+(?:legacy|ares|uprising)"),
+        ("terra", r"terra\s+(?:firma|incognita|nova|nullius)"),
+        ("ether", r"into\s+the\s+ether|(?:diethyl|dimethyl)\s+ether"),
+        ("mining miner miners", r"(?:gold|coal|copper|lithium|data|text|process|liquidity)\s+min(?:ing|ers?)"),
+        ("price prices", r"gas\s+prices?"),
+    )
+    for word in words.split()
+}
+_PHRASE_REACH = 40  # characters on each side of a name that an everyday phrase may span
+
+# Quote currencies of trading pairs written together with the ticker (BTCUSDT, ETHBTC).
+_PAIR_QUOTES = ("USDT", "USDC", "BUSD", "USD", "EUR", "GBP", "JPY", "KRW", "BTC", "ETH")
+_PAIR_LABEL = re.compile(r"^([a-z0-9]+?)(?:" + "|".join(q.lower() for q in _PAIR_QUOTES) + r")$")
+
+_MARKUP = re.compile(r"<(script|style)\b.*?</\1\s*>|<!--.*?-->|<[^>]*>", re.IGNORECASE | re.DOTALL)
+_SEPARATORS = re.compile(r"[\s\-‐‑–]+")
+_WORD_EDGE = re.compile(r"^\w(?:.*\w)?$", re.DOTALL)
+
+# A rule node's keys, as written in taxonomy.yaml and in feeds.yaml `tags:`.
+RULE_KEYS = ("names", "tickers", "aliases", "needs_context")
+
+
+def normalize_tag(tag: str) -> str:
+    """Return `tag` with each path segment trimmed and inner spaces collapsed.
+
+    Raises ValueError when a segment is empty ("", "A//B", "A/").
+    """
+    segments = [" ".join(segment.split()) for segment in tag.split("/")]
+    if any(not segment for segment in segments):
+        raise ValueError(f"tag {tag!r} has an empty path segment")
+    return "/".join(segments)
+
+
+def rollup(tags: Iterable[str]) -> frozenset[str]:
+    """Return the tags with every parent path added: "A/B/C" -> {"A", "A/B", "A/B/C"}."""
+    rolled: set[str] = set()
+    for tag in tags:
+        segments = tag.split("/")
+        rolled.update("/".join(segments[: depth + 1]) for depth in range(len(segments)))
+    return frozenset(rolled)
+
+
+def rules_from_mapping(data: Mapping[str, object], where: str = "tags") -> tuple[TagRule, ...]:
+    """Turn a taxonomy mapping (taxonomy.yaml, or feeds.yaml `tags:`) into TagRules.
+
+    Each key is a tag path; each value a mapping with the optional keys of RULE_KEYS. A
+    `needs_context` list splits the node into two rules with the same path: one for the
+    listed names/tickers (needs_context=True), one for the rest. Raises ValueError naming
+    the offending key (`tags.Blockchain/Pepe.names`).
+    """
+    rules: list[TagRule] = []
+    for raw_path, node in data.items():
+        key = f"{where}.{raw_path}"
+        if not isinstance(raw_path, str):
+            raise ValueError(f"{key}: a tag path must be a string")
+        path = normalize_tag(raw_path)
+        if node is None:
+            node = {}
+        if not isinstance(node, Mapping):
+            raise ValueError(f"{key}: expected a mapping with keys {', '.join(RULE_KEYS)}")
+        unknown = sorted(str(name) for name in node if name not in RULE_KEYS)
+        if unknown:
+            raise ValueError(f"{key}: unknown key {unknown[0]!r} (expected one of {', '.join(RULE_KEYS)})")
+        names = _string_list(node.get("names"), f"{key}.names")
+        tickers = _string_list(node.get("tickers"), f"{key}.tickers")
+        aliases = _string_list(node.get("aliases"), f"{key}.aliases")
+        context = node.get("needs_context", False)
+        if not isinstance(context, bool):
+            context = _string_list(context, f"{key}.needs_context")
+        try:
+            rules.extend(TagRule.from_spec(path, names, tickers, aliases, context))
+        except ValueError as error:
+            raise ValueError(f"{key}.{error}") from None
+    return tuple(rules)
+
+
+def _string_list(value: object, key: str) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if isinstance(value, str) or not isinstance(value, list):
+        raise ValueError(f"{key}: expected a list of strings")
+    if not all(isinstance(item, str) and item.strip() for item in value):
+        raise ValueError(f"{key}: every item must be a non-empty string")
+    return tuple(item.strip() for item in value)
+
+
+@lru_cache(maxsize=1)
+def _builtin_rules() -> tuple[TagRule, ...]:
+    text = resources.files("aggregator").joinpath(TAXONOMY_RESOURCE).read_text(encoding="utf-8")
+    data = yaml.safe_load(text)
+    if not isinstance(data, dict):
+        raise ValueError(f"aggregator/{TAXONOMY_RESOURCE}: expected a mapping of tag paths")
+    return rules_from_mapping(data, where=TAXONOMY_RESOURCE)
+
+
+def _name_key(text: str) -> str:
+    """The lookup key of a name or of the text a name pattern matched."""
+    return _SEPARATORS.sub("", text).casefold()
+
+
+def _label_key(label: str) -> str:
+    """The lookup key of a category label or alias: "#Bitcoin  News" -> "bitcoin news"."""
+    return " ".join(html.unescape(label).strip().lstrip("#").split()).casefold()
+
+
+# Atoms of a name pattern: a space in a name, a hyphen in a name.
+_SPACE = r"(?:[^\S\n]|[\-‐‑–])+"  # not across the line between title, summary and categories
+_HYPHEN = r"[\-‐‑–]?"
+
+
+def _trie_pattern(words: Iterable[str], fold: bool) -> str:
+    """One regex alternation for many words, shaped as a trie so matching stays fast.
+
+    With `fold`, letters are lower-cased (the text is lower-cased, or matched with
+    IGNORECASE). A space in a word matches any run of spaces and hyphens; a hyphen matches
+    a hyphen or nothing ("sell-off", "selloff", but not the verb "sell off"). Where one word
+    is a prefix of another the longer is tried first, so "Bitcoin Core" wins over "Bitcoin".
+    """
+    root: dict[str, dict[str, Any]] = {}
+    for word in words:
+        node = root
+        for index, part in enumerate(word.split()):
+            if index:
+                node = node.setdefault(_SPACE, {})
+            for char in part:
+                atom = _HYPHEN if char in "-‐‑–" else re.escape(char.lower() if fold else char)
+                node = node.setdefault(atom, {})
+        node[""] = {}
+
+    def emit(node: dict[str, Any]) -> str:
+        branches = [atom + emit(child) for atom, child in sorted(node.items()) if atom]
+        if not branches:
+            return ""
+        if len(branches) == 1 and "" not in node:
+            return branches[0]
+        group = "(?:" + "|".join(branches) + ")"
+        return group + "?" if "" in node else group
+
+    return emit(root) or "(?!)"
+
+
+@dataclass(frozen=True)
+class _Meaning:
+    """What one matched name, ticker or category label stands for."""
+
+    path: str
+    needs_context: bool
+    proper: bool = False  # a needs-context name that must be capitalized in the text
+
+
+@dataclass
+class _Matches:
+    """What one entry's text matched so far."""
+
+    paths: set[str] = field(default_factory=set)
+    pending: set[str] = field(default_factory=set)  # needs-context tickers and labels
+    context_names: list[tuple[int, int, frozenset[_Meaning]]] = field(default_factory=list)  # span, meanings
+    context_word: bool = False
+
+
+class Taxonomy:
+    """The tag taxonomy, compiled for matching. Build it with `Taxonomy.load()`."""
+
+    def __init__(self, rules: Sequence[TagRule]) -> None:
+        """Merge `rules` (several may share a path) and compile them; see `load`."""
+        self._canonical: dict[str, str] = {}
+        merged: dict[tuple[str, bool], dict[str, list[str]]] = {}
+        for rule in rules:
+            path = self._canonical_path(normalize_tag(rule.path), learn=True)
+            node = merged.setdefault((path, rule.needs_context), {"names": [], "tickers": [], "aliases": []})
+            node["names"].extend(" ".join(name.split()) for name in rule.names if name.strip())
+            node["tickers"].extend(t.strip().lstrip("$").upper() for t in rule.tickers if t.strip("$ "))
+            node["aliases"].extend(alias for alias in rule.aliases if alias.strip())
+        self._rules = tuple(
+            TagRule(
+                path,
+                tuple(dict.fromkeys(node["names"])),
+                tuple(dict.fromkeys(node["tickers"])),
+                tuple(dict.fromkeys(node["aliases"])),
+                needs_context,
+            )
+            for (path, needs_context), node in merged.items()
+        )
+        self._paths = tuple(sorted(rollup(rule.path for rule in self._rules)))
+        self._compile()
+
+    @classmethod
+    def load(cls, extra: Sequence[TagRule] = ()) -> Taxonomy:
+        """The built-in taxonomy (aggregator/taxonomy.yaml) extended by `extra`.
+
+        `extra` comes from feeds.yaml `tags:`. An extra rule for an existing path (compared
+        case-insensitively) adds its names, tickers and aliases to that node; a new path adds
+        a node. Raises ValueError for an empty path segment or a name that does not start
+        and end with a letter or digit.
+        """
+        return cls((*_builtin_rules(), *extra))
+
+    @property
+    def paths(self) -> tuple[str, ...]:
+        """Every tag path of the taxonomy, parents included, sorted."""
+        return self._paths
+
+    def tags_for(
+        self,
+        title: str,
+        summary: str,
+        categories: Sequence[str],
+        feed_tags: Sequence[str] = (),
+    ) -> frozenset[str]:
+        """The tags of one entry, with parents rolled up.
+
+        `title` is plain text; `summary` may be HTML (tags are dropped, entities decoded);
+        `categories` are the entry's own labels; `feed_tags` are the feed's tags from the
+        config (normalized here; ValueError if one has an empty segment).
+        """
+        title = html.unescape(title) if "&" in title else title
+        summary = _plain_text(summary)
+        categories = [html.unescape(label) if "&" in label else label for label in categories]
+        found = _Matches()
+        found.paths.update(self._canonical_path(normalize_tag(tag)) for tag in feed_tags)
+        for label in categories:
+            self._match_label(label, found)
+        text = "\n".join((title, summary, *categories))
+        self._match_names(text, found)
+        self._match_tickers(text, len(title), len(title) + 1 + len(summary), found)
+        if (found.pending or found.context_names) and self._about_crypto(found):
+            found.paths.update(found.pending)
+            for start, end, meanings in found.context_names:
+                if not _in_everyday_phrase(text, start, end):
+                    capitalized = text[start].isupper()
+                    found.paths.update(m.path for m in meanings if capitalized or not m.proper)
+        return rollup(found.paths)
+
+    def _canonical_path(self, path: str, learn: bool = False) -> str:
+        """Spell `path` (and each parent) as the taxonomy first spelled it ("blockchain/btc")."""
+        spelled: list[str] = []
+        for segment in path.split("/"):
+            prefix = "/".join([*spelled, segment])
+            known = self._canonical.get(prefix.casefold())
+            if known is None:
+                known = prefix
+                if learn:
+                    self._canonical[prefix.casefold()] = prefix
+            spelled = known.split("/")
+        return "/".join(spelled)
+
+    def _compile(self) -> None:
+        names: dict[str, set[_Meaning]] = {}
+        tickers: dict[str, set[_Meaning]] = {}
+        context_labels: dict[str, set[str]] = {}  # path -> label keys that need context
+        for rule in self._rules:
+            for name in rule.names:
+                if not _WORD_EDGE.match(name):
+                    raise ValueError(f"{rule.path}: name {name!r} must start and end with a letter or digit")
+                proper = rule.needs_context and name[0].isupper()
+                names.setdefault(_name_key(name), set()).add(_Meaning(rule.path, rule.needs_context, proper))
+            for ticker in rule.tickers:
+                if not _WORD_EDGE.match(ticker):
+                    raise ValueError(f"{rule.path}: ticker {ticker!r} must be letters and digits")
+                tickers.setdefault(ticker, set()).add(_Meaning(rule.path, rule.needs_context))
+            if rule.needs_context:
+                context_labels.setdefault(rule.path, set()).update(
+                    _label_key(word) for word in (*rule.names, *rule.tickers)
+                )
+        # The combined regex reports only the longest match, so a long name also carries the
+        # meaning of the shorter names inside it ("crypto market" is Blockchain too). A plain
+        # long name is evidence even for a needs-context short one ("ether ETF" is Ethereum),
+        # unless it is an everyday phrase ("liquidity mining" is not Mining).
+        for rule in self._rules:
+            for name in rule.names:
+                words = [word for word in _SEPARATORS.split(name) if word]
+                trusted = not rule.needs_context and not _is_everyday_phrase(name)
+                inner: set[str] = set()
+                for first in range(len(words)):
+                    for last in range(first + 1, len(words) + 1):
+                        if last - first < len(words):
+                            meanings = names.get(_name_key("".join(words[first:last])), set())
+                            inner.update(m.path for m in meanings if trusted or not m.needs_context)
+                    inner.update(m.path for m in tickers.get(words[first], ()) if not m.needs_context)
+                names[_name_key(name)].update(_Meaning(path, needs_context=False) for path in inner)
+        # A category equal to a node's path, last segment, alias or (not ordinary-word) ticker
+        # names that node. It needs context when its rule does, or when the label is one of
+        # the node's needs-context words (a "Gemini" category).
+        labels: dict[str, set[_Meaning]] = {}
+        for rule in self._rules:
+            needing = context_labels.get(rule.path, set())
+            for label in (rule.path, rule.path.rsplit("/", 1)[-1], *rule.aliases, *rule.tickers):
+                if label in rule.tickers and label in ORDINARY_WORD_TICKERS:
+                    continue
+                key = _label_key(label)
+                labels.setdefault(key, set()).add(_Meaning(rule.path, rule.needs_context or key in needing))
+        # name key -> (paths it always means, meanings that need context)
+        self._names = {
+            key: (
+                frozenset(m.path for m in meanings if not m.needs_context),
+                frozenset(m for m in meanings if m.needs_context),
+            )
+            for key, meanings in names.items()
+        }
+        self._tickers = {key: frozenset(meanings) for key, meanings in tickers.items()}
+        self._labels = {key: frozenset(meanings) for key, meanings in labels.items()}
+        self._context_words = frozenset(_name_key(word) for word in CONTEXT_WORDS)
+        all_names = (*(name for rule in self._rules for name in rule.names), *CONTEXT_WORDS)
+        word_pattern = _trie_pattern(all_names, fold=True)
+        # Matching the lower-cased text is twice as fast as IGNORECASE; the latter is kept for
+        # the rare text whose length changes when lower-cased.
+        self._name_re = re.compile(rf"(?<!\w)(?:{word_pattern})(?!\w)")
+        self._name_re_ignorecase = re.compile(rf"(?<!\w)(?:{word_pattern})(?!\w)", re.IGNORECASE)
+        symbols = _trie_pattern(tickers, fold=False)
+        first_chars = "".join(sorted({re.escape(ticker[0]) for ticker in tickers}))
+        self._ticker_re = re.compile(
+            rf"(?=[{first_chars}$])(?<![\w$])"
+            rf"(?:\$(?P<dollar>(?i:{symbols}))|(?P<caps>{symbols})(?P<pair>{'|'.join(_PAIR_QUOTES)})?)"
+            r"(?!\w)(?![\-‐‑][Ee][Dd](?!\w))"  # OP-ED is not Optimism
+        )
+
+    def _match_label(self, label: str, found: _Matches) -> None:
+        key = _label_key(label)
+        meanings = self._labels.get(key)
+        if meanings is None:
+            pair = _PAIR_LABEL.match(key)  # "btcusdt", "xrpusd"
+            meanings = self._labels.get(pair.group(1)) if pair else None
+        for meaning in meanings or ():
+            (found.pending if meaning.needs_context else found.paths).add(meaning.path)
+
+    def _match_names(self, text: str, found: _Matches) -> None:
+        lowered = text.lower()
+        if len(lowered) == len(text):
+            matches = self._name_re.finditer(lowered)
+        else:
+            matches = self._name_re_ignorecase.finditer(text)
+        for match in matches:
+            matched = match.group()
+            split = self._names.get(matched) or self._names.get(_name_key(matched))
+            if split is None:
+                found.context_word = found.context_word or _name_key(matched) in self._context_words
+                continue
+            plain_paths, context_meanings = split
+            found.paths.update(plain_paths)
+            if context_meanings:
+                found.context_names.append((match.start(), match.end(), context_meanings))
+
+    def _match_tickers(self, text: str, title_end: int, summary_end: int, found: _Matches) -> None:
+        shouting: dict[bool, bool] = {}  # is the title / the summary written in capitals?
+        for match in self._ticker_re.finditer(text):
+            caps = match.group("caps")
+            ticker = caps or match.group("dollar").upper()
+            ordinary = bool(caps) and not match.group("pair") and ticker in ORDINARY_WORD_TICKERS
+            if ordinary and match.start() < summary_end:  # capitals in categories are deliberate
+                in_title = match.start() < title_end
+                if in_title not in shouting:
+                    part = text[:title_end] if in_title else text[title_end + 1 : summary_end]
+                    shouting[in_title] = _is_all_caps(part)
+                if shouting[in_title]:
+                    continue
+            for meaning in self._tickers.get(ticker, ()):
+                (found.pending if meaning.needs_context or ordinary else found.paths).add(meaning.path)
+
+    @staticmethod
+    def _about_crypto(found: _Matches) -> bool:
+        """Whether the entry is clearly about crypto, so needs-context words may count."""
+        return found.context_word or any(path.split("/", 1)[0] in CRYPTO_ROOTS for path in found.paths)
+
+
+def _in_everyday_phrase(text: str, start: int, end: int) -> bool:
+    """Whether the name at text[start:end] is part of an everyday phrase ("ripple effect")."""
+    phrases = _EVERYDAY_PHRASES.get(text[start:end].casefold())
+    if phrases is None:
+        return False
+    # Within the name's own line: title, summary and each category are separate texts.
+    line_start = text.rfind("\n", 0, start) + 1
+    line_end = text.find("\n", end)
+    window_start = max(line_start, start - _PHRASE_REACH)
+    window_end = min(line_end if line_end >= 0 else len(text), end + _PHRASE_REACH)
+    for phrase in phrases.finditer(text, window_start, window_end):
+        if phrase.start() <= start and end <= phrase.end():
+            return True
+    return False
+
+
+def _is_everyday_phrase(name: str) -> bool:
+    """Whether a whole taxonomy name is an everyday phrase ("liquidity mining")."""
+    return any(
+        phrases.fullmatch(name) is not None
+        for word in _SEPARATORS.split(name)
+        if (phrases := _EVERYDAY_PHRASES.get(word.casefold())) is not None
+    )
+
+
+def _plain_text(markup: str) -> str:
+    """Cheaply turn an HTML summary into text: drop tags, decode entities."""
+    if "<" in markup:
+        markup = _MARKUP.sub(" ", markup)
+    if "&" in markup:
+        markup = html.unescape(markup)
+    return markup
+
+
+def _is_all_caps(text: str) -> bool:
+    """True for a shouted headline: nearly every cased letter is a capital."""
+    upper = sum(map(str.isupper, text))
+    lower = sum(map(str.islower, text))
+    return upper >= 8 and upper >= 0.9 * (upper + lower)

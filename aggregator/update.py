@@ -1,0 +1,278 @@
+"""One poll cycle: fetch -> parse -> tag -> store, for many feeds at once.
+
+Fetching is asynchronous and concurrent (global and per-host limits live in
+`fetch`); each feed's outcome is stored in its own transaction as soon as it is
+known. Errors are values here: an expected failure (network, HTTP, not a feed)
+becomes that feed's `status: error` and `last_error`, and the batch goes on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from aggregator.config import Settings
+from aggregator.errors import AggregatorError, FetchError, GoneError, HTTPStatusError, ParseError
+from aggregator.fetch import Fetcher
+from aggregator.models import FeedConfig, FeedState, FetchResult, PollOutcome, TaggedEntry
+from aggregator.parse import parse_feed
+from aggregator.store import Store
+from aggregator.tagging import Taxonomy
+
+log = logging.getLogger(__name__)
+
+MAX_BACKOFF = timedelta(hours=24)
+INTERNAL_ERROR_CODE = "internal"
+
+
+@dataclass(frozen=True)
+class FeedResult:
+    """What one feed's poll did, for the summary line, the progress bar and the log."""
+
+    feed: str
+    status: str
+    new: int = 0
+    updated: int = 0
+    error: str | None = None
+    error_code: str | None = None
+    http_status: int | None = None
+    bytes_received: int = 0
+    elapsed_ms: int = 0
+
+    @property
+    def internal_error(self) -> bool:
+        return self.error_code == INTERNAL_ERROR_CODE
+
+
+@dataclass(frozen=True)
+class UpdateSummary:
+    results: tuple[FeedResult, ...]
+
+    def _count(self, status: str) -> int:
+        return sum(1 for result in self.results if result.status == status)
+
+    @property
+    def ok(self) -> int:
+        return self._count("ok")
+
+    @property
+    def not_modified(self) -> int:
+        return self._count("not_modified")
+
+    @property
+    def failed(self) -> int:
+        return self._count("error")
+
+    @property
+    def skipped(self) -> int:
+        return self._count("disabled")
+
+    @property
+    def new(self) -> int:
+        return sum(result.new for result in self.results)
+
+    @property
+    def updated(self) -> int:
+        return sum(result.updated for result in self.results)
+
+    @property
+    def changed(self) -> bool:
+        return self.new + self.updated > 0
+
+    def line(self) -> str:
+        text = (
+            f"{len(self.results)} feeds: {self.ok} ok, {self.not_modified} not modified, {self.failed} failed"
+            f"{f', {self.skipped} disabled' if self.skipped else ''}; "
+            f"entries: {self.new} new, {self.updated} updated"
+        )
+        return text
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def next_poll_at(feed: FeedConfig, now: datetime, error_count: int, retry_after: float | None = None) -> datetime:
+    """When to poll again: the interval, doubled per consecutive failure (capped), never before Retry-After."""
+    delay = timedelta(seconds=feed.interval_seconds)
+    if error_count > 0:
+        delay = min(delay * (2 ** min(error_count - 1, 20)), max(MAX_BACKOFF, delay))
+    if retry_after is not None:
+        delay = max(delay, timedelta(seconds=retry_after))
+    return now + delay
+
+
+def update_feeds(
+    settings: Settings,
+    store: Store,
+    names: Sequence[str] = (),
+    on_result: Callable[[FeedResult], None] | None = None,
+    clock: Callable[[], datetime] = utc_now,
+) -> UpdateSummary:
+    """Poll the named feeds (all active ones when none are named) now, ignoring the schedule."""
+    return asyncio.run(update_feeds_async(settings, store, names, on_result, clock))
+
+
+async def update_feeds_async(
+    settings: Settings,
+    store: Store,
+    names: Sequence[str] = (),
+    on_result: Callable[[FeedResult], None] | None = None,
+    clock: Callable[[], datetime] = utc_now,
+) -> UpdateSummary:
+    store.sync_feeds(settings.feeds)
+    taxonomy = Taxonomy.load(settings.tag_rules)
+    feeds = [settings.feed(name) for name in names] if names else list(settings.feeds)
+    explicit = bool(names)
+    results: list[FeedResult] = []
+    async with Fetcher(max_concurrency=settings.concurrency, per_host=settings.per_host) as fetcher:
+        poller = _Poller(settings, store, fetcher, taxonomy, clock)
+        tasks = [asyncio.ensure_future(poller.poll(feed, explicit)) for feed in feeds]
+        for next_done in asyncio.as_completed(tasks):
+            result = await next_done
+            results.append(result)
+            if on_result is not None:
+                on_result(result)
+    order = {feed.name: index for index, feed in enumerate(feeds)}
+    return UpdateSummary(tuple(sorted(results, key=lambda result: order[result.feed])))
+
+
+class _Poller:
+    """Polls one feed at a time on behalf of an update; shares the fetcher, store and taxonomy."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        fetcher: Fetcher,
+        taxonomy: Taxonomy,
+        clock: Callable[[], datetime],
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.fetcher = fetcher
+        self.taxonomy = taxonomy
+        self.clock = clock
+
+    async def poll(self, feed: FeedConfig, explicit: bool) -> FeedResult:
+        state = self.store.feed_state(feed.name)
+        if state.disabled and not explicit:
+            return FeedResult(feed.name, "disabled", error="disabled after HTTP 410 Gone; change its URL to retry")
+        try:
+            outcome = await self._poll_outcome(feed, state)
+        except Exception as error:  # a bug on one feed must not stop the others
+            log.exception("internal error while polling feed %s", feed.name)
+            outcome = self._error_outcome(feed, state, self.clock(), error, code=INTERNAL_ERROR_CODE)
+        counts = self.store.save_poll(outcome)
+        result = FeedResult(
+            feed=feed.name,
+            status=outcome.status,
+            new=counts.new,
+            updated=counts.updated,
+            error=outcome.error,
+            error_code=outcome.error_code,
+            http_status=outcome.http_status,
+            bytes_received=outcome.bytes_received,
+            elapsed_ms=outcome.elapsed_ms,
+        )
+        _log_result(result)
+        return result
+
+    async def _poll_outcome(self, feed: FeedConfig, state: FeedState) -> PollOutcome:
+        try:
+            fetched = await self.fetcher.fetch(state.url, state.validators, self.settings.limits_for(feed))
+        except FetchError as error:
+            return self._error_outcome(feed, state, self.clock(), error)
+        now = self.clock()
+        if fetched.not_modified:
+            return self._unchanged_outcome(feed, fetched, now, state.body_hash)
+        body_hash = hashlib.sha256(fetched.content).hexdigest()
+        if body_hash == state.body_hash:
+            return self._unchanged_outcome(feed, fetched, now, body_hash)
+        try:
+            parsed = parse_feed(fetched.content, fetched.final_url, fetched.headers, now)
+        except ParseError as error:
+            return self._error_outcome(feed, state, now, error, fetched)
+        entries = tuple(
+            TaggedEntry(
+                entry,
+                self.taxonomy.tags_for(entry.title, entry.summary, entry.categories, feed.tags),
+            )
+            for entry in parsed.entries
+        )
+        if parsed.warning:
+            log.debug("feed %s is malformed but readable: %s", feed.name, parsed.warning)
+        return PollOutcome(
+            feed=feed.name,
+            status="ok",
+            fetched_at=now,
+            next_fetch=next_poll_at(feed, now, 0),
+            validators=fetched.validators,
+            body_hash=body_hash,
+            new_url=fetched.permanent_url,
+            feed_title=parsed.title,
+            feed_link=parsed.link,
+            entries=entries,
+            http_status=fetched.status,
+            bytes_received=len(fetched.content),
+            elapsed_ms=fetched.elapsed_ms,
+        )
+
+    def _unchanged_outcome(
+        self, feed: FeedConfig, fetched: FetchResult, now: datetime, body_hash: str | None
+    ) -> PollOutcome:
+        return PollOutcome(
+            feed=feed.name,
+            status="not_modified",
+            fetched_at=now,
+            next_fetch=next_poll_at(feed, now, 0),
+            validators=fetched.validators,
+            body_hash=body_hash,
+            new_url=fetched.permanent_url,
+            http_status=fetched.status,
+            bytes_received=len(fetched.content),
+            elapsed_ms=fetched.elapsed_ms,
+        )
+
+    def _error_outcome(
+        self,
+        feed: FeedConfig,
+        state: FeedState,
+        now: datetime,
+        error: Exception,
+        fetched: FetchResult | None = None,
+        code: str | None = None,
+    ) -> PollOutcome:
+        retry_after = error.retry_after_seconds if isinstance(error, HTTPStatusError) else None
+        message = error.message if isinstance(error, AggregatorError) else f"internal error: {error!r}"
+        return PollOutcome(
+            feed=feed.name,
+            status="error",
+            fetched_at=now,
+            next_fetch=next_poll_at(feed, now, state.error_count + 1, retry_after),
+            error_code=code or (error.code if isinstance(error, AggregatorError) else INTERNAL_ERROR_CODE),
+            error=message,
+            disabled=isinstance(error, GoneError),
+            http_status=error.status if isinstance(error, HTTPStatusError) else (fetched.status if fetched else None),
+            bytes_received=len(fetched.content) if fetched else 0,
+            elapsed_ms=fetched.elapsed_ms if fetched else 0,
+        )
+
+
+def _log_result(result: FeedResult) -> None:
+    if result.status == "error":
+        log.warning("feed %s failed: %s", result.feed, result.error)
+        return
+    log.info(
+        "feed %s: HTTP %s, %d new, %d updated, %d bytes, %d ms",
+        result.feed,
+        result.http_status,
+        result.new,
+        result.updated,
+        result.bytes_received,
+        result.elapsed_ms,
+    )

@@ -1,0 +1,69 @@
+"""The package's layering: each module imports only the modules below it, and each
+third-party library lives in the one module whose job it is (see DESIGN.md)."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parent.parent / "aggregator"
+
+ALLOWED_OWN = {
+    "models": set(),
+    "errors": set(),
+    "config": {"models"},
+    "fetch": {"models"},
+    "parse": {"models"},
+    "tagging": {"models"},
+    "store": {"models"},
+    "stories": {"models", "store"},
+    "update": {"models", "config", "fetch", "parse", "tagging", "store", "stories"},
+    "render": {"models", "store"},
+    "scheduler": {"models", "config", "store", "update", "render"},
+    "web": {"models", "config"},
+    "opml": {"models", "config"},
+}
+LIBRARY_OWNER = {
+    "httpx": {"fetch"},
+    "feedparser": {"parse"},
+    "nh3": {"parse"},
+    "sqlite_utils": {"store"},
+    "sqlite3": {"store"},
+    "jinja2": {"render"},
+    "apscheduler": {"scheduler"},
+    "click": {"cli"},
+    "yaml": {"config", "tagging"},
+    "pydantic": {"config"},
+}
+
+
+def imported_modules(path: Path) -> set[str]:
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+            if node.module == "aggregator":
+                names.update(f"aggregator.{alias.name}" for alias in node.names)
+    return names
+
+
+MODULES = sorted(path for path in PACKAGE.glob("*.py") if path.stem not in ("__init__", "__main__"))
+
+
+@pytest.mark.parametrize("path", MODULES, ids=[path.stem for path in MODULES])
+def test_imports_go_downward_only(path: Path) -> None:
+    module = path.stem
+    for name in imported_modules(path):
+        parts = name.split(".")
+        if parts[0] == "aggregator" and len(parts) > 1 and module != "cli":
+            own = parts[1]
+            if own in ("errors", "__version__", "USER_AGENT", "PROJECT_URL"):
+                continue
+            assert own in ALLOWED_OWN.get(module, set()), f"{module} may not import aggregator.{own}"
+        owners = LIBRARY_OWNER.get(parts[0])
+        if owners is not None:
+            assert module in owners, f"{module} imports {parts[0]}, which belongs to {sorted(owners)}"

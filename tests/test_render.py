@@ -1,0 +1,426 @@
+"""render: digest pages and Atom feeds written from an in-memory entry source.
+
+The real store is tested in test_store.py; here a list of `Entry` values stands in
+for it, so each test says exactly which entries exist. Output feeds are checked with
+the shared validator and read back with feedparser, pages with lxml's HTML parser.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections import Counter
+from dataclasses import replace
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import feedparser
+import lxml.etree
+import lxml.html
+import pytest
+
+from aggregator.models import Entry, SiteConfig
+from aggregator.render import (
+    RenderReport,
+    plain_summary,
+    render_all,
+    section_for,
+    tag_feed_path,
+    write_atomic,
+)
+from tests.conftest import VALIDATOR
+
+ATOM_NS = "{http://www.w3.org/2005/Atom}"
+NOW = datetime(2024, 6, 5, 12, 0, tzinfo=UTC)
+SCRIPT_TITLE = "<script>alert(1)</script> Binance sued"
+IMG_TITLE = '<img src=x onerror="alert(2)"> Bitcoin & "ETFs"'
+
+
+class ListSource:
+    """An EntrySource over a list of entries, answering as the store promises to."""
+
+    def __init__(self, entries: list[Entry]) -> None:
+        self.entries = sorted(entries, key=lambda entry: entry.published, reverse=True)
+
+    def entries_between(self, start: datetime, end: datetime) -> list[Entry]:
+        return [entry for entry in self.entries if start <= entry.published < end]
+
+    def recent_entries(self, limit: int) -> list[Entry]:
+        return self.entries[:limit]
+
+    def entries_for_tag(self, tag: str, limit: int) -> list[Entry]:
+        return [entry for entry in self.entries if tag in entry.tags][:limit]
+
+    def tags_in_use(self) -> list[tuple[str, int]]:
+        counts = Counter(tag for entry in self.entries for tag in entry.tags)
+        return sorted(counts.items())
+
+    def entry_days(self, tz: ZoneInfo) -> list[date]:
+        return sorted({entry.published.astimezone(tz).date() for entry in self.entries})
+
+
+def make_entry(number: int, published: datetime, title: str = "", **changes: object) -> Entry:
+    entry = Entry(
+        id=number,
+        uid=f"urn:uuid:00000000-0000-4000-8000-{number:012d}",
+        feed="cryptonews",
+        feed_title="Cryptonews",
+        feed_link="https://cryptonews.example/",
+        key=f"key-{number}",
+        title=title or f"Headline number {number}",
+        link=f"https://cryptonews.example/news/{number}",
+        author=None,
+        summary=f"<p>Summary of story {number}, with <b>bold</b> words &amp; more.</p>",
+        content="",
+        published=published,
+        updated=published,
+        first_seen=published,
+        tags=(),
+    )
+    return replace(entry, **changes)  # type: ignore[arg-type]
+
+
+def site_for(tmp_path: Path, **changes: object) -> SiteConfig:
+    site = SiteConfig(
+        title="Crypto News Digest",
+        site_url="https://news.example/",
+        output_dir=str(tmp_path / "public"),
+        timezone="UTC",
+    )
+    return replace(site, **changes)  # type: ignore[arg-type]
+
+
+def sample_entries() -> list[Entry]:
+    """Three days of news; June 4 has hostile titles and an entry with several top-level tags."""
+    return [
+        make_entry(1, datetime(2024, 6, 3, 9, 15, tzinfo=UTC), tags=("Markets",)),
+        make_entry(
+            2,
+            datetime(2024, 6, 4, 8, 0, tzinfo=UTC),
+            SCRIPT_TITLE,
+            tags=("Blockchain", "Blockchain/Binance", "Regulation", "Regulation/SEC"),
+            author="Jane Reporter",
+            content="<p>Full <em>article</em> text.</p>",
+        ),
+        make_entry(3, datetime(2024, 6, 4, 10, 30, tzinfo=UTC), IMG_TITLE, tags=("Blockchain", "ETF")),
+        make_entry(4, datetime(2024, 6, 4, 11, 0, tzinfo=UTC), tags=("Blockchain", "Blockchain/Bitcoin")),
+        make_entry(5, datetime(2024, 6, 4, 12, 0, tzinfo=UTC), link=None, feed_link=None),
+        make_entry(6, datetime(2024, 6, 5, 7, 45, tzinfo=UTC), tags=("Blockchain", "Blockchain/Solana")),
+    ]
+
+
+@pytest.fixture
+def rendered(tmp_path: Path) -> tuple[Path, RenderReport]:
+    site = site_for(tmp_path)
+    report = render_all(ListSource(sample_entries()), site, NOW)
+    return Path(site.output_dir), report
+
+
+def page(path: Path) -> lxml.html.HtmlElement:
+    return lxml.html.fromstring(path.read_bytes())
+
+
+def validate(path: Path) -> None:
+    if not VALIDATOR.is_file():
+        pytest.skip("../shared/tools/validate_feed is not present beside the checkout")
+    result = subprocess.run(
+        [sys.executable, str(VALIDATOR), "--strict", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+# ------------------------------------------------------------------ files
+
+
+def test_render_all_writes_every_output(rendered: tuple[Path, RenderReport]) -> None:
+    out, report = rendered
+    expected = [
+        "index.html",
+        "feed.atom",
+        "digest/2024-06-03.html",
+        "digest/2024-06-04.html",
+        "digest/2024-06-05.html",
+        "tags/blockchain.atom",
+        "tags/blockchain/binance.atom",
+        "tags/regulation/sec.atom",
+        "tags/etf.atom",
+        "tags/markets.atom",
+    ]
+    for name in expected:
+        assert (out / name).is_file(), name
+    assert report.days == 3
+    assert report.tags == 8
+    assert report.files_written == 3 + 2 + 8
+    assert not list(out.rglob(".*.tmp")), "temporary files left behind"
+
+
+def test_rendering_again_rewrites_nothing(tmp_path: Path) -> None:
+    site = site_for(tmp_path)
+    render_all(ListSource(sample_entries()), site, NOW)
+    again = render_all(ListSource(sample_entries()), site, NOW + timedelta(minutes=5))
+    assert again.files_written == 0
+    assert again.files_unchanged == 3 + 2 + 8
+
+
+def test_empty_source_gives_a_friendly_index_and_a_valid_feed(tmp_path: Path) -> None:
+    site = site_for(tmp_path)
+    report = render_all(ListSource([]), site, NOW)
+    out = Path(site.output_dir)
+    assert report == RenderReport(files_written=2, files_unchanged=0, days=0, tags=0)
+    assert "No news yet" in (out / "index.html").read_text()
+    validate(out / "feed.atom")
+    parsed = feedparser.parse(str(out / "feed.atom"))
+    assert parsed.bozo == 0
+    assert parsed.entries == []
+
+
+def test_a_user_template_overrides_only_its_own_file(tmp_path: Path) -> None:
+    custom = tmp_path / "custom"
+    custom.mkdir()
+    (custom / "digest.html").write_text("<p>{{ site_title }} has {{ entry_count }} entries</p>\n")
+    site = site_for(tmp_path, templates_dir=str(custom))
+    render_all(ListSource(sample_entries()), site, NOW)
+    out = Path(site.output_dir)
+    assert (out / "digest" / "2024-06-04.html").read_text() == "<p>Crypto News Digest has 4 entries</p>\n"
+    validate(out / "feed.atom")
+
+
+def test_write_atomic_creates_parents_and_replaces(tmp_path: Path) -> None:
+    target = tmp_path / "a" / "b" / "file.html"
+    write_atomic(target, b"one")
+    write_atomic(target, b"two")
+    assert target.read_bytes() == b"two"
+    assert [p.name for p in target.parent.iterdir()] == ["file.html"]
+    assert target.stat().st_mode & 0o777 == 0o644
+
+
+# ------------------------------------------------------------------ feeds
+
+
+def test_merged_feed_is_valid_atom(rendered: tuple[Path, RenderReport]) -> None:
+    out, _ = rendered
+    validate(out / "feed.atom")
+    parsed = feedparser.parse(str(out / "feed.atom"))
+    assert parsed.bozo == 0
+    assert parsed.feed.title == "Crypto News Digest"
+    assert parsed.feed.id == "https://news.example/feed.atom"
+    links = {link.rel: link.href for link in parsed.feed.links}
+    assert links == {"self": "https://news.example/feed.atom", "alternate": "https://news.example/"}
+    assert [entry.id for entry in parsed.entries] == [
+        f"urn:uuid:00000000-0000-4000-8000-{n:012d}" for n in (6, 5, 4, 3, 2, 1)
+    ]
+    assert parsed.feed.updated == "2024-06-05T07:45:00Z"
+
+
+def test_feed_entry_fields(rendered: tuple[Path, RenderReport]) -> None:
+    out, _ = rendered
+    parsed = feedparser.parse(str(out / "feed.atom"))
+    by_id = {entry.id[-1]: entry for entry in parsed.entries}
+    sued = by_id["2"]
+    assert sued.title == SCRIPT_TITLE
+    assert sued.link == "https://cryptonews.example/news/2"
+    assert sued.author == "Jane Reporter"
+    assert sued.published == "2024-06-04T08:00:00Z"
+    assert {tag.term for tag in sued.tags} == {
+        "Blockchain",
+        "Blockchain/Binance",
+        "Regulation",
+        "Regulation/SEC",
+    }
+    assert sued.content[0].value == "<p>Full <em>article</em> text.</p>"
+    assert sued.source.title == "Cryptonews"
+    assert by_id["1"].author == "Cryptonews", "the outlet stands in for a missing author"
+    assert not [link for link in by_id["5"].get("links", []) if link.rel == "alternate"]
+    assert by_id["5"].content[0].value.startswith("<p>Summary of story 5"), "no link: summary as content"
+
+
+def test_tag_feed_is_valid_and_holds_only_its_tag(rendered: tuple[Path, RenderReport]) -> None:
+    out, _ = rendered
+    path = out / "tags" / "blockchain.atom"
+    validate(path)
+    parsed = feedparser.parse(str(path))
+    assert parsed.bozo == 0
+    assert parsed.feed.title == "Crypto News Digest: Blockchain"
+    links = {link.rel: link.href for link in parsed.feed.links}
+    assert links["self"] == "https://news.example/tags/blockchain.atom"
+    assert [entry.id[-1] for entry in parsed.entries] == ["6", "4", "3", "2"]
+
+
+def test_feed_dates_never_lie_in_the_future(tmp_path: Path) -> None:
+    site = site_for(tmp_path)
+    ahead = NOW + timedelta(hours=6)
+    entries = [make_entry(1, ahead, updated=ahead + timedelta(hours=1))]
+    render_all(ListSource(entries), site, NOW)
+    root = lxml.etree.parse(str(Path(site.output_dir) / "feed.atom")).getroot()
+    stamps = [el.text for el in root.iter(f"{ATOM_NS}updated", f"{ATOM_NS}published")]
+    assert stamps and all(stamp == "2024-06-05T12:00:00Z" for stamp in stamps)
+
+
+def test_feed_limits_entries_and_survives_control_characters(tmp_path: Path) -> None:
+    site = site_for(tmp_path, feed_entries=2)
+    entries = [make_entry(n, datetime(2024, 6, 4, n, tzinfo=UTC), f"Bell\x07 and form\x0c feed {n}") for n in (1, 2, 3)]
+    render_all(ListSource(entries), site, NOW)
+    path = Path(site.output_dir) / "feed.atom"
+    validate(path)
+    parsed = feedparser.parse(str(path))
+    assert parsed.bozo == 0
+    assert [entry.title for entry in parsed.entries] == ["Bell and form feed 3", "Bell and form feed 2"]
+
+
+# ------------------------------------------------------------------ escaping
+
+
+def test_hostile_titles_are_escaped_in_pages(rendered: tuple[Path, RenderReport]) -> None:
+    out, _ = rendered
+    path = out / "digest" / "2024-06-04.html"
+    raw = path.read_text()
+    assert "<script>alert" not in raw
+    assert "<img src=x" not in raw
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in raw
+    tree = page(path)
+    assert not tree.xpath("//script | //img | //*[@onerror]")
+    headlines = [el.text_content() for el in tree.xpath("//*[@class='headline']")]
+    assert SCRIPT_TITLE in headlines
+    assert IMG_TITLE in headlines
+
+
+def test_hostile_titles_are_text_in_feeds(rendered: tuple[Path, RenderReport]) -> None:
+    out, _ = rendered
+    raw = (out / "feed.atom").read_text()
+    assert "<script>" not in raw
+    assert "<img" not in raw
+    root = lxml.etree.parse(str(out / "feed.atom")).getroot()
+    titles = [el.text for el in root.iter(f"{ATOM_NS}title")]
+    assert SCRIPT_TITLE in titles
+    assert IMG_TITLE in titles
+    assert not [el for el in root.iter() if "script" in str(el.tag) or "img" in str(el.tag)]
+
+
+def test_digest_shows_stored_html_as_plain_text_and_skips_unsafe_links(tmp_path: Path) -> None:
+    site = site_for(tmp_path)
+    entry = make_entry(
+        1,
+        datetime(2024, 6, 5, 9, 0, tzinfo=UTC),
+        summary=('<p>Funds <a href="https://x.example/">moved</a> &lt;b&gt;fast&lt;/b&gt;</p><script>bad()</script>'),
+        link="javascript:alert(1)",
+    )
+    render_all(ListSource([entry]), site, NOW)
+    tree = page(Path(site.output_dir) / "index.html")
+    assert tree.xpath("string(//p[@class='summary'])") == "Funds moved <b>fast</b>"
+    assert not tree.xpath("//a[starts-with(@href, 'javascript')]")
+    assert not tree.xpath("//main//b | //script")
+
+
+def test_plain_summary_is_short_and_falls_back_to_content() -> None:
+    long_html = "<p>" + "word " * 200 + "</p>"
+    summary = plain_summary(long_html, "")
+    assert len(summary) <= 280
+    assert summary.endswith("…")
+    assert plain_summary("", "<div>From <i>content</i></div>") == "From content"
+    assert plain_summary("<p>cut mid <a hre", "") == "cut mid"
+
+
+# ------------------------------------------------------------------ digest pages
+
+
+def test_an_entry_appears_once_on_its_day(rendered: tuple[Path, RenderReport]) -> None:
+    out, _ = rendered
+    tree = page(out / "digest" / "2024-06-04.html")
+    links = tree.xpath("//*[@class='headline']/a/@href")
+    assert sorted(links) == [f"https://cryptonews.example/news/{n}" for n in (2, 3, 4)]
+    headlines = tree.xpath("//*[@class='headline']")
+    assert len(headlines) == 4, "entry 5 has no link but is listed"
+    sections = [" ".join(h.text_content().split()[:1]) for h in tree.xpath("//h2")]
+    # One entry each: Regulation beats Blockchain for entry 2, ETF for entry 3; ties go by priority.
+    assert sections == ["Regulation", "ETF", "Blockchain", "Other"]
+    sued = tree.xpath("//li[.//a[@href='https://cryptonews.example/news/2']]")[0]
+    assert sued.xpath("string(.//time)") == "08:00"
+    assert sorted(sued.xpath(".//ul[@class='tags']/li/@title")) == ["Blockchain/Binance", "Regulation/SEC"]
+    assert "Cryptonews" in sued.text_content()
+
+
+def test_section_choice_prefers_topics_over_blockchain() -> None:
+    assert section_for(()) == "Other"
+    assert section_for(("Blockchain", "Blockchain/FTX", "Security")) == "Security"
+    assert section_for(("Markets", "Regulation")) == "Regulation"
+    assert section_for(("Blockchain", "AI")) == "AI"
+    assert section_for(("Blockchain/Bitcoin",)) == "Blockchain"
+
+
+def test_day_navigation(rendered: tuple[Path, RenderReport]) -> None:
+    out, _ = rendered
+    middle = page(out / "digest" / "2024-06-04.html")
+    assert middle.xpath("//a[@rel='prev']/@href")[0] == "2024-06-03.html"
+    assert middle.xpath("//a[@rel='next']/@href")[0] == "2024-06-05.html"
+    assert "../index.html" in middle.xpath("//a/@href")
+    assert middle.xpath("//link[@rel='alternate']/@href") == ["../feed.atom"]
+    assert middle.xpath("//meta[@name='viewport']")
+    first = page(out / "digest" / "2024-06-03.html")
+    assert not first.xpath("//a[@rel='prev']")
+    index = page(out / "index.html")
+    assert index.xpath("//link[@rel='alternate']/@href") == ["feed.atom"]
+    assert index.xpath("//a[@rel='prev']/@href")[0] == "digest/2024-06-04.html"
+    for href in middle.xpath("//a[@class='feed']/@href"):
+        assert (out / "digest" / href).resolve().is_file(), href
+
+
+def test_index_is_today_when_today_has_news(rendered: tuple[Path, RenderReport]) -> None:
+    out, _ = rendered
+    index = page(out / "index.html")
+    assert index.xpath("string(//time[@datetime='2024-06-05'])")
+    assert index.xpath("//*[@class='headline']/a/@href") == ["https://cryptonews.example/news/6"]
+    assert not index.xpath("//*[@class='notice']")
+
+
+def test_index_is_the_latest_day_when_today_is_quiet(tmp_path: Path) -> None:
+    site = site_for(tmp_path)
+    render_all(ListSource(sample_entries()), site, NOW + timedelta(days=3))
+    index = page(Path(site.output_dir) / "index.html")
+    assert index.xpath("//time[@datetime='2024-06-05']")
+    assert "2024-06-08" in index.xpath("string(//*[@class='notice'])")
+
+
+def test_days_follow_the_site_timezone(tmp_path: Path) -> None:
+    site = site_for(tmp_path, timezone="Europe/Berlin")
+    late = make_entry(1, datetime(2024, 6, 3, 23, 30, tzinfo=UTC))
+    render_all(ListSource([late]), site, NOW)
+    out = Path(site.output_dir)
+    assert (out / "digest" / "2024-06-04.html").is_file()
+    assert not (out / "digest" / "2024-06-03.html").exists()
+    tree = page(out / "digest" / "2024-06-04.html")
+    assert tree.xpath("string(//li//time)") == "01:30"
+
+
+# ------------------------------------------------------------------ tag paths
+
+
+@pytest.mark.parametrize(
+    ("tag", "path"),
+    [
+        ("Blockchain/Binance", "tags/blockchain/binance.atom"),
+        ("Blockchain", "tags/blockchain.atom"),
+        ("Blockchain/Crypto.com", "tags/blockchain/crypto.com.atom"),
+        ("Big News/Société Générale", "tags/big-news/societe-generale.atom"),
+        ("Etc/../Passwd", "tags/etc/_9d891e731f/passwd.atom"),
+        ("A//B", "tags/a/b.atom"),
+    ],
+)
+def test_tag_feed_path(tag: str, path: str) -> None:
+    assert tag_feed_path(tag) == path
+
+
+@pytest.mark.parametrize("tag", ["..", "../..", "/", "", "Ünïcödé?/..", ". ./..x", "💰/🚀"])
+def test_tag_feed_path_is_always_safe(tag: str) -> None:
+    path = tag_feed_path(tag)
+    segments = path.split("/")
+    assert segments[0] == "tags"
+    assert path == path.lower()
+    assert path.endswith(".atom")
+    for segment in segments[1:]:
+        assert segment
+        assert not segment.startswith(".")
+        assert set(segment) <= set("abcdefghijklmnopqrstuvwxyz0123456789._-")

@@ -1,0 +1,170 @@
+"""The SQLite store on a real file: schema, per-feed transactions, updates in place, queries."""
+
+from __future__ import annotations
+
+import sqlite3
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from aggregator.errors import StoreError
+from aggregator.models import EntryData, FeedConfig, PollOutcome, TaggedEntry, Validators
+from aggregator.store import SCHEMA_VERSION, Store, entry_uid
+
+NOW = datetime(2024, 3, 5, 12, 0, tzinfo=UTC)
+
+
+def entry(key: str, title: str = "A title", published: datetime | None = NOW, digest: str = "h1") -> EntryData:
+    return EntryData(key=key, title=title, link=f"https://news.example/{key}", published=published, content_hash=digest)
+
+
+def poll(feed: str, *entries: EntryData, tags: frozenset[str] = frozenset(), **fields: object) -> PollOutcome:
+    values: dict[str, object] = {
+        "feed": feed,
+        "status": "ok",
+        "fetched_at": NOW,
+        "next_fetch": NOW + timedelta(minutes=15),
+        "entries": tuple(TaggedEntry(item, tags) for item in entries),
+    }
+    values.update(fields)
+    return PollOutcome(**values)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Store:
+    opened = Store(tmp_path / "data" / "aggregator.db")
+    opened.sync_feeds(
+        [
+            FeedConfig(name="alpha", url="https://alpha.example/feed"),
+            FeedConfig(name="beta", url="https://beta.example/rss"),
+        ]
+    )
+    return opened
+
+
+def test_schema_version_and_wal(store: Store) -> None:
+    assert store.schema_version == SCHEMA_VERSION
+    assert store.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_new_unchanged_and_changed_entries(store: Store) -> None:
+    assert store.save_poll(poll("alpha", entry("a"), entry("b"))).new == 2
+    again = store.save_poll(poll("alpha", entry("a"), entry("b")))
+    assert (again.new, again.updated) == (0, 0)
+    changed = store.save_poll(poll("alpha", entry("a", title="A better title", digest="h2"), entry("b")))
+    assert (changed.new, changed.updated) == (0, 1)
+    titles = sorted(item.title for item in store.recent_entries(10))
+    assert titles == ["A better title", "A title"]
+    assert store.count_entries() == 2
+
+
+def test_same_key_in_two_feeds_is_two_entries(store: Store) -> None:
+    store.save_poll(poll("alpha", entry("shared")))
+    store.save_poll(poll("beta", entry("shared")))
+    uids = {item.uid for item in store.recent_entries(10)}
+    assert uids == {entry_uid("alpha", "shared"), entry_uid("beta", "shared")}
+
+
+def test_missing_date_falls_back_to_first_seen_and_stays(store: Store) -> None:
+    store.save_poll(poll("alpha", entry("undated", published=None)))
+    later = NOW + timedelta(hours=5)
+    store.save_poll(poll("alpha", entry("undated", published=None, digest="h2"), fetched_at=later))
+    (stored,) = store.recent_entries(1)
+    assert stored.published == NOW
+    assert stored.first_seen == NOW
+
+
+def test_tags_are_stored_and_queried(store: Store) -> None:
+    store.save_poll(poll("alpha", entry("a"), tags=frozenset({"Blockchain", "Blockchain/Binance"})))
+    store.save_poll(poll("beta", entry("b"), tags=frozenset({"Security"})))
+    assert store.tags_in_use() == [("Blockchain", 1), ("Blockchain/Binance", 1), ("Security", 1)]
+    (tagged,) = store.entries_for_tag("Blockchain/Binance", 10)
+    assert tagged.tags == ("Blockchain", "Blockchain/Binance")
+
+
+def test_a_failing_poll_stores_nothing_of_that_feed(store: Store) -> None:
+    store.save_poll(poll("alpha", entry("a"), validators=Validators(etag='"v1"')))
+    broken = poll("alpha", entry("b"), EntryData(key="c", title=None, content_hash="x"))  # type: ignore[arg-type]
+    with pytest.raises(sqlite3.IntegrityError):
+        store.save_poll(broken)
+    assert [item.key for item in store.recent_entries(10)] == ["a"]
+    assert store.feed_state("alpha").validators.etag == '"v1"'
+
+
+def test_errors_keep_validators_and_count_up(store: Store) -> None:
+    store.save_poll(poll("alpha", entry("a"), validators=Validators(etag='"v1"', last_modified="Tue, 05 Mar 2024")))
+    for _ in range(3):
+        store.save_poll(
+            poll(
+                "alpha",
+                status="error",
+                error="HTTP 500 Internal Server Error",
+                error_code="fetch.http_status",
+            )
+        )
+    state = store.feed_state("alpha")
+    assert state.validators == Validators(etag='"v1"', last_modified="Tue, 05 Mar 2024")
+    assert state.error_count == 3
+    (status,) = [item for item in store.feed_statuses() if item.name == "alpha"]
+    assert (status.status, status.last_error, status.entries) == (
+        "error",
+        "HTTP 500 Internal Server Error",
+        1,
+    )
+    store.save_poll(poll("alpha", status="not_modified"))
+    assert store.feed_state("alpha").error_count == 0
+
+
+def test_permanent_redirect_moves_url_until_config_changes(store: Store) -> None:
+    store.save_poll(poll("alpha", new_url="https://alpha.example/new-feed"))
+    assert store.feed_state("alpha").url == "https://alpha.example/new-feed"
+    store.sync_feeds([FeedConfig(name="alpha", url="https://alpha.example/feed")])
+    assert store.feed_state("alpha").url == "https://alpha.example/new-feed"
+    store.sync_feeds([FeedConfig(name="alpha", url="https://other.example/feed")])
+    assert store.feed_state("alpha").url == "https://other.example/feed"
+
+
+def test_removed_feed_keeps_entries_but_is_inactive(store: Store) -> None:
+    store.save_poll(poll("beta", entry("b")))
+    store.sync_feeds([FeedConfig(name="alpha", url="https://alpha.example/feed")])
+    assert [status.name for status in store.feed_statuses()] == ["alpha"]
+    assert store.count_entries() == 1
+
+
+def test_entry_days_follow_the_time_zone(store: Store) -> None:
+    store.save_poll(poll("alpha", entry("late", published=datetime(2024, 3, 5, 23, 30, tzinfo=UTC))))
+    assert store.entry_days(ZoneInfo("UTC")) == [date(2024, 3, 5)]
+    assert store.entry_days(ZoneInfo("Europe/Berlin")) == [date(2024, 3, 6)]
+
+
+def test_entries_between_and_iter_entries(store: Store) -> None:
+    items = [entry(f"e{i}", published=NOW - timedelta(hours=i)) for i in range(2500)]
+    store.save_poll(poll("alpha", *items))
+    window = store.entries_between(NOW - timedelta(hours=10), NOW + timedelta(hours=1))
+    assert [item.key for item in window] == [f"e{i}" for i in range(11)]
+    streamed = list(store.iter_entries(batch=300))
+    assert len(streamed) == 2500 and len({item.id for item in streamed}) == 2500
+    since = list(store.iter_entries(since=NOW - timedelta(hours=99)))
+    assert len(since) == 100
+
+
+def test_readonly_needs_an_existing_database(tmp_path: Path) -> None:
+    with pytest.raises(StoreError, match="does not exist yet"):
+        Store(tmp_path / "missing.db", readonly=True)
+
+
+def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "future.db"
+    Store(path).close()
+    conn = sqlite3.connect(path)
+    conn.execute(f"PRAGMA user_version={SCHEMA_VERSION + 1}")
+    conn.close()
+    with pytest.raises(StoreError, match="newer than this program"):
+        Store(path)
+
+
+def test_integrity(store: Store) -> None:
+    store.save_poll(poll("alpha", entry("a")))
+    assert store.integrity_ok()
