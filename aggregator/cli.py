@@ -36,6 +36,7 @@ class Context:
     def __init__(self, config_path: Path | None, verbosity: int) -> None:
         self.config_path = config_path
         self.verbosity = verbosity
+        self.log_format = "text"
         self._settings: Settings | None = None
 
     @property
@@ -65,21 +66,55 @@ pass_context = click.make_pass_decorator(Context)
 )
 @click.option("-v", "--verbose", count=True, help="More log output (-v: every poll, -vv: debug).")
 @click.option("-q", "--quiet", is_flag=True, help="Only errors; no summary line.")
+@click.option(
+    "--log-format",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="Log lines as text, or as one JSON object per line for log collectors.",
+)
 @click.version_option(__version__, prog_name="aggregator")
 @click.pass_context
-def cli(ctx: click.Context, config_path: Path | None, verbose: int, quiet: bool) -> None:
+def cli(ctx: click.Context, config_path: Path | None, verbose: int, quiet: bool, log_format: str) -> None:
     """A self-hosted crypto-news aggregator: polls the feeds of feeds.yaml into SQLite
     and renders a daily digest and merged feeds."""
     verbosity = -1 if quiet else verbose
-    _setup_logging(verbosity)
     ctx.obj = Context(config_path, verbosity)
+    ctx.obj.log_format = log_format
+    _setup_logging(verbosity, log_format)
 
 
-def _setup_logging(verbosity: int) -> None:
-    level = {-1: logging.ERROR, 0: logging.WARNING, 1: logging.INFO}.get(verbosity, logging.DEBUG)
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    if level > logging.DEBUG:
-        logging.getLogger("httpx").setLevel(logging.WARNING)
+class JsonLogFormatter(logging.Formatter):
+    """One JSON object per log line: time, level, logger, message (and the traceback, if any)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        data = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            data["traceback"] = self.formatException(record.exc_info)
+        return json.dumps(data, ensure_ascii=False)
+
+
+def _setup_logging(verbosity: int, log_format: str = "text", daemon: bool = False) -> None:
+    """Commands log warnings by default; the daemon logs every poll (INFO)."""
+    base = logging.INFO if daemon else logging.WARNING
+    level = {-1: logging.ERROR if not daemon else logging.WARNING, 0: base}.get(
+        verbosity, logging.DEBUG if daemon or verbosity > 1 else logging.INFO
+    )
+    handler = logging.StreamHandler(sys.stderr)
+    if log_format == "json":
+        handler.setFormatter(JsonLogFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    for noisy in ("httpx", "httpcore", "apscheduler"):
+        logging.getLogger(noisy).setLevel(logging.WARNING if level > logging.DEBUG else logging.DEBUG)
 
 
 @cli.command()
@@ -136,11 +171,12 @@ def feeds(context: Context, output_format: str) -> None:
             str(status.entries),
             _short_time(status.last_fetched),
             _short_time(status.next_fetch),
+            status.next_reason or "",
             status.last_error or "",
         )
         for status in statuses
     ]
-    click.echo(_table(("name", "status", "entries", "last fetched", "next fetch", "last error"), rows))
+    click.echo(_table(("name", "status", "entries", "last fetched", "next fetch", "why", "last error"), rows))
 
 
 def _feed_statuses(context: Context) -> list[FeedStatus]:
@@ -179,6 +215,7 @@ def _status_record(status: FeedStatus) -> dict[str, Any]:
         "entries": status.entries,
         "last_fetched": _iso(status.last_fetched),
         "next_fetch": _iso(status.next_fetch),
+        "next_reason": status.next_reason,
     }
 
 
@@ -221,6 +258,58 @@ def _write_csv(records: Iterator[dict[str, Any]]) -> None:
     writer.writeheader()
     for record in records:
         writer.writerow({**record, "tags": ";".join(record["tags"])})
+
+
+@cli.command()
+@click.option("--once", is_flag=True, help="One full cycle (poll every feed, render, digest), then exit.")
+@click.option("--no-serve", is_flag=True, help="Do not serve output_dir over HTTP.")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to serve output_dir on.")
+@click.option("--port", default=8080, show_default=True, type=click.IntRange(0, 65535), help="Port to serve on.")
+@pass_context
+def run(context: Context, once: bool, no_serve: bool, host: str, port: int) -> None:
+    """The daemon: poll each feed on its interval, render after changes, write the daily
+    digest and serve output_dir, until Ctrl-C or SIGTERM (SIGHUP re-reads the config)."""
+    from aggregator.scheduler import Daemon
+
+    _setup_logging(context.verbosity, context.log_format, daemon=True)
+    settings = context.settings
+    daemon = Daemon(settings, serve_at=None if no_serve or once else (host, port))
+    summary = daemon.run(once=once)
+    if summary is not None and context.verbosity >= 0:
+        click.echo(summary.line())
+
+
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8080, show_default=True, type=click.IntRange(0, 65535), help="Port to listen on.")
+@pass_context
+def serve(context: Context, host: str, port: int) -> None:
+    """Serve output_dir over HTTP (ETag/304, gzip); read-only, works beside a running daemon."""
+    from aggregator.web import OutputServer
+
+    _setup_logging(context.verbosity, context.log_format, daemon=True)
+    settings = context.settings
+    settings.output_dir.mkdir(parents=True, exist_ok=True)
+    server = OutputServer(settings.output_dir, host, port)
+    click.echo(f"serving {settings.output_dir} on {server.url} (Ctrl-C to stop)")
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.shutdown()
+
+
+@cli.command()
+@pass_context
+def reload(context: Context) -> None:
+    """Ask the running daemon to re-read feeds.yaml (the same as sending it SIGHUP)."""
+    from aggregator.scheduler import send_reload
+
+    settings = context.settings  # a broken file is reported here, before the daemon sees it
+    pid = send_reload(settings)
+    if context.verbosity >= 0:
+        click.echo(f"asked the daemon (pid {pid}) to reload {settings.path}")
 
 
 @cli.command()

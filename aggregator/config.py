@@ -38,6 +38,8 @@ DEFAULT_OUTPUT_DIR = "data/public"
 DEFAULT_INTERVAL_SECONDS = 15 * 60
 DEFAULT_TIMEOUT_SECONDS = 20.0
 DEFAULT_MAX_BYTES = 15 * 1024 * 1024
+DEFAULT_RENDER_DEBOUNCE_SECONDS = 30.0
+DEFAULT_MAX_JITTER_SECONDS = 30.0
 MIN_INTERVAL_SECONDS = 1.0
 MAX_TIMEOUT_SECONDS = 600.0
 
@@ -136,6 +138,11 @@ class DigestSettings(_Strict):
         return value
 
 
+class DaemonSettings(_Strict):
+    render_debounce: Duration = DEFAULT_RENDER_DEBOUNCE_SECONDS
+    max_jitter: Duration = DEFAULT_MAX_JITTER_SECONDS
+
+
 class FetchSettings(_Strict):
     concurrency: int = Field(default=16, ge=1, le=256)
     per_host: int = Field(default=4, ge=1, le=64)
@@ -198,6 +205,7 @@ class ConfigFile(_Strict):
     defaults: Defaults = Field(default_factory=Defaults)
     digest: DigestSettings = Field(default_factory=DigestSettings)
     fetch: FetchSettings = Field(default_factory=FetchSettings)
+    daemon: DaemonSettings = Field(default_factory=DaemonSettings)
     feeds: list[FeedEntry] = Field(default_factory=list)
     tags: dict[str, TagSpec] = Field(default_factory=dict)
 
@@ -300,6 +308,8 @@ class Settings(BaseModel):
     digest_max_stories: int
     concurrency: int
     per_host: int
+    render_debounce_seconds: float
+    max_jitter_seconds: float
     feeds: tuple[FeedConfig, ...]
     tag_rules: tuple[TagRule, ...]
 
@@ -413,6 +423,7 @@ _ALLOWED_KEYS: dict[str, type[BaseModel]] = {
     "defaults": Defaults,
     "digest": DigestSettings,
     "fetch": FetchSettings,
+    "daemon": DaemonSettings,
     "feeds": FeedEntry,
     "tags": TagSpec,
 }
@@ -448,6 +459,8 @@ def _resolve(config_path: Path, parsed: ConfigFile) -> Settings:
         digest_max_stories=parsed.digest.max_stories,
         concurrency=parsed.fetch.concurrency,
         per_host=parsed.fetch.per_host,
+        render_debounce_seconds=parsed.daemon.render_debounce,
+        max_jitter_seconds=parsed.daemon.max_jitter,
         feeds=tuple(_feed_config(feed, parsed.defaults) for feed in parsed.feeds),
         tag_rules=tuple(rule for path, spec in parsed.tags.items() for rule in _tag_rules(path, spec)),
     )

@@ -108,3 +108,15 @@ class NotAFeedError(ParseError):
 
 class EmptyBodyError(ParseError):
     code = "parse.empty"
+
+
+class DaemonError(AggregatorError):
+    """The daemon cannot start or be reached (another one holds the lock, none is running)."""
+
+    code = "daemon"
+
+
+class ServeError(AggregatorError):
+    """The web server cannot listen on the requested address."""
+
+    code = "serve"

@@ -76,6 +76,7 @@ class FeedHints:
     update_period_seconds: int | None = None
     skip_hours: frozenset[int] = frozenset()
     skip_days: frozenset[str] = frozenset()
+    max_age_seconds: int | None = None  # from the HTTP Cache-Control header, not the document
 
 
 @dataclass(frozen=True)
@@ -146,6 +147,7 @@ class FeedStatus:
     next_fetch: datetime | None
     error_count: int = 0
     disabled: bool = False
+    next_reason: str | None = None
 
 
 @dataclass(frozen=True)
@@ -229,6 +231,9 @@ class FeedState:
     body_hash: str | None = None
     error_count: int = 0
     disabled: bool = False
+    hints: FeedHints = field(default_factory=FeedHints)
+    last_fetched: datetime | None = None
+    next_fetch: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -264,6 +269,9 @@ class PollOutcome:
     http_status: int | None = None
     bytes_received: int = 0
     elapsed_ms: int = 0
+    next_reason: str = "interval"
+    hints: FeedHints | None = None
+    retry_after: datetime | None = None
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ Dates are stored as ISO 8601 UTC text (``2024-03-05T10:00:00Z``), which sorts.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
@@ -25,6 +26,7 @@ from aggregator.models import (
     Entry,
     EntryData,
     FeedConfig,
+    FeedHints,
     FeedState,
     FeedStatus,
     PollOutcome,
@@ -33,7 +35,7 @@ from aggregator.models import (
     Validators,
 )
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 BUSY_TIMEOUT_MS = 10_000
 # SQLite allows 32766 host parameters; stay far below for IN (...) look-ups.
 LOOKUP_CHUNK = 500
@@ -166,7 +168,8 @@ class Store:
 
     def feed_state(self, name: str) -> FeedState:
         row = self.conn.execute(
-            "SELECT name, url, etag, last_modified, body_hash, error_count, disabled FROM feeds WHERE name = ?",
+            "SELECT name, url, etag, last_modified, body_hash, error_count, disabled, hints, last_fetched, next_fetch "
+            "FROM feeds WHERE name = ?",
             (name,),
         ).fetchone()
         if row is None:
@@ -178,13 +181,16 @@ class Store:
             body_hash=row["body_hash"],
             error_count=row["error_count"],
             disabled=bool(row["disabled"]),
+            hints=_hints_from_json(row["hints"]),
+            last_fetched=from_iso(row["last_fetched"]),
+            next_fetch=from_iso(row["next_fetch"]),
         )
 
     def feed_statuses(self, active_only: bool = True) -> list[FeedStatus]:
         where = "WHERE f.active = 1" if active_only else ""
         rows = self.conn.execute(
             f"""SELECT f.name, f.url, COALESCE(f.title, f.feed_title) AS title, f.status, f.last_error,
-                       f.error_count, f.disabled, f.last_fetched, f.next_fetch,
+                       f.error_count, f.disabled, f.last_fetched, f.next_fetch, f.next_reason,
                        (SELECT count(*) FROM entries e WHERE e.feed_id = f.id) AS entries
                 FROM feeds f {where} ORDER BY f.name"""
         ).fetchall()
@@ -200,6 +206,7 @@ class Store:
                 next_fetch=from_iso(row["next_fetch"]),
                 error_count=row["error_count"],
                 disabled=bool(row["disabled"]),
+                next_reason=row["next_reason"],
             )
             for row in rows
         ]
@@ -233,7 +240,9 @@ class Store:
                  last_modified = CASE WHEN ? THEN last_modified ELSE ? END,
                  body_hash = COALESCE(?, body_hash),
                  feed_title = COALESCE(?, feed_title),
-                 site_link = COALESCE(?, site_link)
+                 site_link = COALESCE(?, site_link),
+                 next_reason = ?, retry_after = ?,
+                 hints = COALESCE(?, hints)
                WHERE id = ?""",
             (
                 outcome.status,
@@ -253,6 +262,9 @@ class Store:
                 outcome.body_hash,
                 outcome.feed_title,
                 outcome.feed_link,
+                outcome.next_reason,
+                iso(outcome.retry_after) if outcome.retry_after else None,
+                _hints_to_json(outcome.hints) if outcome.hints is not None else None,
                 feed_id,
             ),
         )
@@ -379,6 +391,23 @@ class Store:
         if limit is not None:
             sql += f" LIMIT {int(limit)}"
         return [_entry(row) for row in self.conn.execute(sql, tuple(params))]
+
+    def meta(self, key: str) -> str | None:
+        row = self.conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else str(row["value"])
+
+    def set_meta(self, key: str, value: str) -> None:
+        self.conn.execute(
+            "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            (key, value),
+        )
+
+    def duplicate_entries(self) -> int:
+        """How many (feed, key) pairs are stored more than once (always 0; a safety check)."""
+        row = self.conn.execute(
+            "SELECT count(*) FROM (SELECT 1 FROM entries GROUP BY feed_id, key HAVING count(*) > 1)"
+        ).fetchone()
+        return int(row[0])
 
     def count_entries(self) -> int:
         return int(self.conn.execute("SELECT count(*) FROM entries").fetchone()[0])
@@ -522,4 +551,35 @@ def _schema_v1(db: sqlite_utils.Database) -> None:
     db.table("entry_tags").create_index(["tag_id", "entry_id"])
 
 
-_MIGRATIONS = {1: _schema_v1}
+def _schema_v2(db: sqlite_utils.Database) -> None:
+    """Scheduling state: why the next poll is when it is, and small key/value facts (last digest)."""
+    db.table("feeds").add_column("next_reason", str)
+    db.table("meta").create({"key": str, "value": str}, pk="key")
+
+
+_MIGRATIONS = {1: _schema_v1, 2: _schema_v2}
+
+
+def _hints_to_json(hints: FeedHints) -> str:
+    return json.dumps(
+        {
+            "ttl_minutes": hints.ttl_minutes,
+            "update_period_seconds": hints.update_period_seconds,
+            "skip_hours": sorted(hints.skip_hours),
+            "skip_days": sorted(hints.skip_days),
+            "max_age_seconds": hints.max_age_seconds,
+        }
+    )
+
+
+def _hints_from_json(text: str | None) -> FeedHints:
+    if not text:
+        return FeedHints()
+    data = json.loads(text)
+    return FeedHints(
+        ttl_minutes=data.get("ttl_minutes"),
+        update_period_seconds=data.get("update_period_seconds"),
+        skip_hours=frozenset(data.get("skip_hours", ())),
+        skip_days=frozenset(data.get("skip_days", ())),
+        max_age_seconds=data.get("max_age_seconds"),
+    )

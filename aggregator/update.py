@@ -11,8 +11,9 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
 from aggregator.config import Settings
@@ -20,12 +21,12 @@ from aggregator.errors import AggregatorError, FetchError, GoneError, HTTPStatus
 from aggregator.fetch import Fetcher
 from aggregator.models import FeedConfig, FeedState, FetchResult, PollOutcome, TaggedEntry
 from aggregator.parse import parse_feed
+from aggregator.schedule import max_age_from, next_poll
 from aggregator.store import Store
 from aggregator.tagging import Taxonomy
 
 log = logging.getLogger(__name__)
 
-MAX_BACKOFF = timedelta(hours=24)
 INTERNAL_ERROR_CODE = "internal"
 
 
@@ -42,6 +43,8 @@ class FeedResult:
     http_status: int | None = None
     bytes_received: int = 0
     elapsed_ms: int = 0
+    next_fetch: datetime | None = None
+    next_reason: str = "interval"
 
     @property
     def internal_error(self) -> bool:
@@ -96,16 +99,6 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-def next_poll_at(feed: FeedConfig, now: datetime, error_count: int, retry_after: float | None = None) -> datetime:
-    """When to poll again: the interval, doubled per consecutive failure (capped), never before Retry-After."""
-    delay = timedelta(seconds=feed.interval_seconds)
-    if error_count > 0:
-        delay = min(delay * (2 ** min(error_count - 1, 20)), max(MAX_BACKOFF, delay))
-    if retry_after is not None:
-        delay = max(delay, timedelta(seconds=retry_after))
-    return now + delay
-
-
 def update_feeds(
     settings: Settings,
     store: Store,
@@ -125,12 +118,10 @@ async def update_feeds_async(
     clock: Callable[[], datetime] = utc_now,
 ) -> UpdateSummary:
     store.sync_feeds(settings.feeds)
-    taxonomy = Taxonomy.load(settings.tag_rules)
     feeds = [settings.feed(name) for name in names] if names else list(settings.feeds)
     explicit = bool(names)
     results: list[FeedResult] = []
-    async with Fetcher(max_concurrency=settings.concurrency, per_host=settings.per_host) as fetcher:
-        poller = _Poller(settings, store, fetcher, taxonomy, clock)
+    async with polling(settings, store, clock) as poller:
         tasks = [asyncio.ensure_future(poller.poll(feed, explicit)) for feed in feeds]
         for next_done in asyncio.as_completed(tasks):
             result = await next_done
@@ -141,8 +132,15 @@ async def update_feeds_async(
     return UpdateSummary(tuple(sorted(results, key=lambda result: order[result.feed])))
 
 
-class _Poller:
-    """Polls one feed at a time on behalf of an update; shares the fetcher, store and taxonomy."""
+@asynccontextmanager
+async def polling(settings: Settings, store: Store, clock: Callable[[], datetime] = utc_now) -> AsyncIterator[Poller]:
+    """A Poller with its HTTP client open for as long as the block runs."""
+    async with Fetcher(max_concurrency=settings.concurrency, per_host=settings.per_host) as fetcher:
+        yield Poller(settings, store, fetcher, Taxonomy.load(settings.tag_rules), clock)
+
+
+class Poller:
+    """Polls one feed at a time, for `update` and for the daemon; shares the fetcher, store and taxonomy."""
 
     def __init__(
         self,
@@ -157,6 +155,11 @@ class _Poller:
         self.fetcher = fetcher
         self.taxonomy = taxonomy
         self.clock = clock
+
+    def reconfigure(self, settings: Settings) -> None:
+        """Use a re-read config from the next poll on (the fetcher's limits stay as they were)."""
+        self.settings = settings
+        self.taxonomy = Taxonomy.load(settings.tag_rules)
 
     async def poll(self, feed: FeedConfig, explicit: bool) -> FeedResult:
         state = self.store.feed_state(feed.name)
@@ -178,6 +181,8 @@ class _Poller:
             http_status=outcome.http_status,
             bytes_received=outcome.bytes_received,
             elapsed_ms=outcome.elapsed_ms,
+            next_fetch=outcome.next_fetch,
+            next_reason=outcome.next_reason,
         )
         _log_result(result)
         return result
@@ -189,10 +194,10 @@ class _Poller:
             return self._error_outcome(feed, state, self.clock(), error)
         now = self.clock()
         if fetched.not_modified:
-            return self._unchanged_outcome(feed, fetched, now, state.body_hash)
+            return self._unchanged_outcome(feed, state, fetched, now, state.body_hash)
         body_hash = hashlib.sha256(fetched.content).hexdigest()
         if body_hash == state.body_hash:
-            return self._unchanged_outcome(feed, fetched, now, body_hash)
+            return self._unchanged_outcome(feed, state, fetched, now, body_hash)
         try:
             parsed = parse_feed(fetched.content, fetched.final_url, fetched.headers, now)
         except ParseError as error:
@@ -206,11 +211,15 @@ class _Poller:
         )
         if parsed.warning:
             log.debug("feed %s is malformed but readable: %s", feed.name, parsed.warning)
+        hints = replace(parsed.hints, max_age_seconds=max_age_from(fetched.headers))
+        upcoming = next_poll(feed.interval_seconds, now, hints=hints)
         return PollOutcome(
             feed=feed.name,
             status="ok",
             fetched_at=now,
-            next_fetch=next_poll_at(feed, now, 0),
+            next_fetch=upcoming.at,
+            next_reason=upcoming.reason,
+            hints=hints,
             validators=fetched.validators,
             body_hash=body_hash,
             new_url=fetched.permanent_url,
@@ -223,13 +232,17 @@ class _Poller:
         )
 
     def _unchanged_outcome(
-        self, feed: FeedConfig, fetched: FetchResult, now: datetime, body_hash: str | None
+        self, feed: FeedConfig, state: FeedState, fetched: FetchResult, now: datetime, body_hash: str | None
     ) -> PollOutcome:
+        hints = replace(state.hints, max_age_seconds=max_age_from(fetched.headers))
+        upcoming = next_poll(feed.interval_seconds, now, hints=hints)
         return PollOutcome(
             feed=feed.name,
             status="not_modified",
             fetched_at=now,
-            next_fetch=next_poll_at(feed, now, 0),
+            next_fetch=upcoming.at,
+            next_reason=upcoming.reason,
+            hints=hints,
             validators=fetched.validators,
             body_hash=body_hash,
             new_url=fetched.permanent_url,
@@ -249,11 +262,14 @@ class _Poller:
     ) -> PollOutcome:
         retry_after = error.retry_after_seconds if isinstance(error, HTTPStatusError) else None
         message = error.message if isinstance(error, AggregatorError) else f"internal error: {error!r}"
+        upcoming = next_poll(feed.interval_seconds, now, state.error_count + 1, retry_after, state.hints)
         return PollOutcome(
             feed=feed.name,
             status="error",
             fetched_at=now,
-            next_fetch=next_poll_at(feed, now, state.error_count + 1, retry_after),
+            next_fetch=upcoming.at,
+            next_reason=upcoming.reason,
+            retry_after=now + timedelta(seconds=retry_after) if retry_after is not None else None,
             error_code=code or (error.code if isinstance(error, AggregatorError) else INTERNAL_ERROR_CODE),
             error=message,
             disabled=isinstance(error, GoneError),

@@ -60,6 +60,7 @@ class LoggedRequest:
     path: str
     headers: dict[str, str]
     status: int
+    at: float = field(default_factory=time.monotonic)
 
 
 class FeedServer:

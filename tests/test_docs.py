@@ -6,7 +6,15 @@ import re
 from pathlib import Path
 
 from aggregator.cli import cli
-from aggregator.config import ConfigFile, Defaults, DigestSettings, FeedEntry, FetchSettings, TagSpec
+from aggregator.config import (
+    ConfigFile,
+    DaemonSettings,
+    Defaults,
+    DigestSettings,
+    FeedEntry,
+    FetchSettings,
+    TagSpec,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 README = (REPO / "README.md").read_text(encoding="utf-8")
@@ -43,13 +51,20 @@ def test_every_config_key_is_documented() -> None:
         "defaults.": Defaults,
         "digest.": DigestSettings,
         "fetch.": FetchSettings,
+        "daemon.": DaemonSettings,
         "feeds[].": FeedEntry,
         "tags.<path>.": TagSpec,
     }
     for prefix, model in sections.items():
         for key in model.model_fields:
-            if prefix == "" and key in ("defaults", "digest", "fetch", "feeds", "tags"):
+            if prefix == "" and key in ("defaults", "digest", "fetch", "daemon", "feeds", "tags"):
                 continue
             assert f"`{prefix}{key}" in README or (prefix == "feeds[]." and f".{key}`" in README), (
                 f"config key {prefix}{key} is not in the README's feeds.yaml reference"
             )
+
+
+def test_operator_files_are_documented() -> None:
+    assert (REPO / "deploy" / "aggregator.service").exists() and "deploy/aggregator.service" in README
+    dockerfile = (REPO / "Dockerfile").read_text(encoding="utf-8")
+    assert "Dockerfile" in README and '"run"' in dockerfile

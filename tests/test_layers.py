@@ -19,9 +19,10 @@ ALLOWED_OWN = {
     "tagging": {"models"},
     "store": {"models"},
     "stories": {"models", "store"},
-    "update": {"models", "config", "fetch", "parse", "tagging", "store", "stories"},
+    "schedule": {"models"},
+    "update": {"models", "config", "fetch", "parse", "tagging", "store", "stories", "schedule"},
     "render": {"models", "store"},
-    "scheduler": {"models", "config", "store", "update", "render"},
+    "scheduler": {"models", "config", "store", "update", "render", "web"},
     "web": {"models", "config"},
     "opml": {"models", "config"},
 }
