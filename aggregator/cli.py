@@ -390,6 +390,11 @@ def main() -> None:
         sys.exit(EXIT_FAILURE)
     except BrokenPipeError:
         sys.exit(EXIT_OK)
+    except OSError as error:
+        # Our own house: an output folder that cannot be written, a full disk.
+        where = f" {error.filename}" if error.filename else ""
+        click.echo(f"error: cannot write{where}: {error.strerror or error}", err=True)
+        sys.exit(EXIT_FAILURE)
     sys.exit(code if isinstance(code, int) else EXIT_OK)
 
 

@@ -31,7 +31,7 @@ from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
 from aggregator.config import Settings, load_settings
-from aggregator.errors import ConfigError, DaemonError
+from aggregator.errors import AggregatorError, ConfigError, DaemonError
 from aggregator.models import FeedConfig
 from aggregator.render import render_all
 from aggregator.store import Store
@@ -294,8 +294,8 @@ class Daemon:
             started = time.monotonic()
             try:
                 await asyncio.get_running_loop().run_in_executor(self._render_pool, self._render_blocking)
-            except OSError as error:
-                log.error("render failed: %s", error)
+            except (OSError, AggregatorError) as error:
+                log.error("render failed (will retry after the next change): %s", error)
             else:
                 log.info("rendered (%s) in %d ms", reason, (time.monotonic() - started) * 1000)
             self._last_render = time.monotonic()
@@ -327,7 +327,10 @@ class Daemon:
 
     async def _digest_job(self) -> None:
         await self._render("daily digest")
-        self._record_digest(self.clock())
+        try:
+            self._record_digest(self.clock())
+        except AggregatorError as error:
+            log.error("could not record the digest as done (it will be written again): %s", error)
 
     def _record_digest(self, now: datetime) -> None:
         day = digest_day_due(now, self.settings.timezone, self.settings.digest_time, None)

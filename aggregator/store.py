@@ -14,6 +14,7 @@ import sqlite3
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -35,10 +36,13 @@ from aggregator.models import (
     Validators,
 )
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 BUSY_TIMEOUT_MS = 10_000
 # SQLite allows 32766 host parameters; stay far below for IN (...) look-ups.
 LOOKUP_CHUNK = 500
+# An entry whose body keeps changing (a view counter, a rotating ad) is rewritten at most this
+# often; a new title or link always applies at once.
+MIN_REWRITE_INTERVAL = timedelta(hours=1)
 ENTRY_UID_NAMESPACE = uuid.UUID("6f1d7c8e-3b9a-4f55-9a51-0c2b1e7d4a10")
 
 _ENTRY_COLUMNS = """
@@ -48,6 +52,20 @@ _ENTRY_COLUMNS = """
     (SELECT group_concat(t.path, char(31)) FROM entry_tags et JOIN tags t ON t.id = et.tag_id
      WHERE et.entry_id = e.id) AS tag_list
 """
+
+
+def explain_sqlite_error(error: sqlite3.Error, path: Path) -> str:
+    """SQLite's terse messages in the words an operator needs."""
+    text = str(error)
+    if "locked" in text or "busy" in text:
+        return f"the database {path} is locked by another process (waited {BUSY_TIMEOUT_MS // 1000} s); will retry"
+    if "disk is full" in text or "database or disk is full" in text:
+        return f"the disk holding {path} is full (or the database reached its size limit)"
+    if "readonly" in text or "read-only" in text:
+        return f"the database {path} is read-only"
+    if "malformed" in text or "not a database" in text:
+        return f"the database {path} is damaged or not a SQLite file ({text})"
+    return text
 
 
 def iso(moment: datetime) -> str:
@@ -78,7 +96,9 @@ class Store:
             if not readonly:
                 self._migrate()
         except sqlite3.Error as error:
-            raise StoreError(f"cannot open the database {self.path}: {error}") from None
+            raise StoreError(
+                f"cannot open the database {self.path}: {explain_sqlite_error(error, self.path)}"
+            ) from None
 
     def _connect(self) -> sqlite3.Connection:
         if self.readonly:
@@ -105,15 +125,19 @@ class Store:
         self.close()
 
     @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
-        """BEGIN IMMEDIATE ... COMMIT, rolled back on any error."""
-        self.conn.execute("BEGIN IMMEDIATE")
+    def transaction(self, action: str = "write to the database") -> Iterator[sqlite3.Connection]:
+        """BEGIN IMMEDIATE ... COMMIT, rolled back on any error; SQLite errors become StoreErrors."""
         try:
-            yield self.conn
-        except BaseException:
-            self.conn.execute("ROLLBACK")
-            raise
-        self.conn.execute("COMMIT")
+            self.conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self.conn
+            except BaseException:
+                if self.conn.in_transaction:  # SQLite rolls back by itself on some errors (a full disk)
+                    self.conn.execute("ROLLBACK")
+                raise
+            self.conn.execute("COMMIT")
+        except sqlite3.Error as error:
+            raise StoreError(f"could not {action}: {explain_sqlite_error(error, self.path)}") from error
 
     # -- schema ---------------------------------------------------------------------------
 
@@ -142,9 +166,17 @@ class Store:
         A changed configured URL resets the stored URL (and its validators), even after a
         permanent redirect had moved it.
         """
-        with self.transaction() as conn:
-            rows = {row["name"]: row for row in conn.execute("SELECT name, config_url FROM feeds")}
-            for feed in feeds:
+        rows = {
+            row["name"]: (row["config_url"], row["title"], row["active"])
+            for row in self.conn.execute("SELECT name, config_url, title, active FROM feeds")
+        }
+        configured = {feed.name for feed in feeds}
+        changed = [feed for feed in feeds if rows.get(feed.name) != (feed.url, feed.title, 1)]
+        removed = [name for name, (_url, _title, active) in rows.items() if active and name not in configured]
+        if not changed and not removed:
+            return  # nothing to write: a read-only or busy database is no obstacle
+        with self.transaction("record the configured feeds") as conn:
+            for feed in changed:
                 row = rows.get(feed.name)
                 if row is None:
                     conn.execute(
@@ -152,7 +184,7 @@ class Store:
                         "VALUES (?, ?, ?, ?, 'new', 1)",
                         (feed.name, feed.url, feed.url, feed.title),
                     )
-                elif row["config_url"] != feed.url:
+                elif row[0] != feed.url:
                     conn.execute(
                         "UPDATE feeds SET url = ?, config_url = ?, title = ?, etag = NULL, last_modified = NULL, "
                         "body_hash = NULL, disabled = 0, error_count = 0, active = 1 WHERE name = ?",
@@ -160,11 +192,7 @@ class Store:
                     )
                 else:
                     conn.execute("UPDATE feeds SET title = ?, active = 1 WHERE name = ?", (feed.title, feed.name))
-            configured = [feed.name for feed in feeds]
-            conn.execute(
-                f"UPDATE feeds SET active = 0 WHERE name NOT IN ({','.join('?' * len(configured))})",
-                configured,
-            )
+            conn.executemany("UPDATE feeds SET active = 0 WHERE name = ?", [(name,) for name in removed])
 
     def feed_state(self, name: str) -> FeedState:
         row = self.conn.execute(
@@ -215,7 +243,7 @@ class Store:
 
     def save_poll(self, outcome: PollOutcome) -> StoreCounts:
         """Store one feed's poll (state, entries, tags) in one transaction."""
-        with self.transaction() as conn:
+        with self.transaction(f"store feed {outcome.feed}") as conn:
             feed_id = self._feed_id(conn, outcome.feed)
             counts = self._store_entries(conn, feed_id, outcome) if outcome.entries else StoreCounts()
             self._record_fetch(conn, feed_id, outcome)
@@ -274,7 +302,7 @@ class Store:
         now = iso(outcome.fetched_at)
         existing = self._existing(conn, feed_id, [tagged.entry.key for tagged in outcome.entries])
         inserts: list[tuple[Any, ...]] = []
-        changed: list[tuple[int, TaggedEntry, str]] = []
+        changed: list[tuple[_Stored, TaggedEntry]] = []
         new_tags: list[tuple[str, frozenset[str]]] = []
         for tagged in outcome.entries:
             entry = tagged.entry
@@ -282,8 +310,8 @@ class Store:
             if found is None:
                 inserts.append(_insert_row(feed_id, feed_name, entry, now))
                 new_tags.append((entry.key, tagged.tags))
-            elif found[1] != entry.content_hash:
-                changed.append((found[0], tagged, found[2]))
+            elif found.worth_rewriting(entry, outcome.fetched_at):
+                changed.append((found, tagged))
         if inserts:
             conn.executemany(
                 """INSERT INTO entries (feed_id, key, uid, link, canonical_link, title, author, summary,
@@ -292,30 +320,40 @@ class Store:
                 inserts,
             )
             ids = self._existing(conn, feed_id, [key for key, _ in new_tags])
-            self._tag_entries(conn, [(ids[key][0], tags) for key, tags in new_tags])
-        for entry_id, tagged, first_seen in changed:
+            self._tag_entries(conn, [(ids[key].id, tags) for key, tags in new_tags])
+        for stored, tagged in changed:
             conn.execute(
                 """UPDATE entries SET link = ?, canonical_link = ?, title = ?, author = ?, summary = ?,
-                       content = ?, published = ?, updated = ?, content_hash = ?, published_known = ?
+                       content = ?, published = ?, updated = ?, content_hash = ?, published_known = ?,
+                       previous_hash = ?, rewritten_at = ?
                    WHERE id = ?""",
-                (*_changed_values(tagged.entry, first_seen, now), entry_id),
+                (*_changed_values(tagged.entry, stored.first_seen, now), stored.content_hash, now, stored.id),
             )
-            conn.execute("DELETE FROM entry_tags WHERE entry_id = ?", (entry_id,))
-        self._tag_entries(conn, [(entry_id, tagged.tags) for entry_id, tagged, _ in changed])
+            conn.execute("DELETE FROM entry_tags WHERE entry_id = ?", (stored.id,))
+        self._tag_entries(conn, [(stored.id, tagged.tags) for stored, tagged in changed])
         return StoreCounts(new=len(inserts), updated=len(changed))
 
-    def _existing(self, conn: sqlite3.Connection, feed_id: int, keys: Sequence[str]) -> dict[str, tuple[int, str, str]]:
-        found: dict[str, tuple[int, str, str]] = {}
+    def _existing(self, conn: sqlite3.Connection, feed_id: int, keys: Sequence[str]) -> dict[str, _Stored]:
+        found: dict[str, _Stored] = {}
         unique = list(dict.fromkeys(keys))
         for start in range(0, len(unique), LOOKUP_CHUNK):
             chunk = unique[start : start + LOOKUP_CHUNK]
             rows = conn.execute(
-                f"SELECT id, key, content_hash, first_seen FROM entries WHERE feed_id = ? "
+                f"SELECT id, key, content_hash, previous_hash, first_seen, rewritten_at, title, link "
+                f"FROM entries WHERE feed_id = ? "
                 f"AND key IN ({','.join('?' * len(chunk))})",
                 (feed_id, *chunk),
             )
             for row in rows:
-                found[row["key"]] = (row["id"], row["content_hash"], row["first_seen"])
+                found[row["key"]] = _Stored(
+                    id=row["id"],
+                    content_hash=row["content_hash"],
+                    previous_hash=row["previous_hash"],
+                    first_seen=row["first_seen"],
+                    rewritten_at=from_iso(row["rewritten_at"] or row["first_seen"]),
+                    title=row["title"],
+                    link=row["link"],
+                )
         return found
 
     def _tag_entries(self, conn: sqlite3.Connection, tagged: Iterable[tuple[int, frozenset[str]]]) -> None:
@@ -397,10 +435,11 @@ class Store:
         return None if row is None else str(row["value"])
 
     def set_meta(self, key: str, value: str) -> None:
-        self.conn.execute(
-            "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-            (key, value),
-        )
+        with self.transaction(f"record {key}") as conn:
+            conn.execute(
+                "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                (key, value),
+            )
 
     def duplicate_entries(self) -> int:
         """How many (feed, key) pairs are stored more than once (always 0; a safety check)."""
@@ -414,6 +453,33 @@ class Store:
 
     def integrity_ok(self) -> bool:
         return bool(self.conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok")
+
+
+@dataclass(frozen=True)
+class _Stored:
+    """What the store needs of an existing entry to decide whether a new version is worth writing."""
+
+    id: int
+    content_hash: str
+    previous_hash: str | None
+    first_seen: str
+    rewritten_at: datetime | None
+    title: str
+    link: str | None
+
+    def worth_rewriting(self, entry: EntryData, now: datetime) -> bool:
+        """A real edit is written; a body that flips between versions or changes on every poll is not.
+
+        A new title or link applies at once. Any other change is written unless it merely
+        returns to the version before (A -> B -> A), and at most once per MIN_REWRITE_INTERVAL.
+        """
+        if entry.content_hash == self.content_hash:
+            return False
+        if entry.title != self.title or entry.link != self.link:
+            return True
+        if entry.content_hash == self.previous_hash:
+            return False
+        return self.rewritten_at is None or now - self.rewritten_at >= MIN_REWRITE_INTERVAL
 
 
 def _insert_row(feed_id: int, feed_name: str, entry: EntryData, now: str) -> tuple[Any, ...]:
@@ -557,7 +623,13 @@ def _schema_v2(db: sqlite_utils.Database) -> None:
     db.table("meta").create({"key": str, "value": str}, pk="key")
 
 
-_MIGRATIONS = {1: _schema_v1, 2: _schema_v2}
+def _schema_v3(db: sqlite_utils.Database) -> None:
+    """Change tracking per entry, so a body that flaps between versions is not rewritten every poll."""
+    db.table("entries").add_column("previous_hash", str)
+    db.table("entries").add_column("rewritten_at", str)
+
+
+_MIGRATIONS = {1: _schema_v1, 2: _schema_v2, 3: _schema_v3}
 
 
 def _hints_to_json(hints: FeedHints) -> str:

@@ -17,7 +17,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
 from aggregator.config import Settings
-from aggregator.errors import AggregatorError, FetchError, GoneError, HTTPStatusError, ParseError
+from aggregator.errors import AggregatorError, FetchError, GoneError, HTTPStatusError, ParseError, StoreError
 from aggregator.fetch import Fetcher
 from aggregator.models import FeedConfig, FeedState, FetchResult, PollOutcome, TaggedEntry
 from aggregator.parse import parse_feed
@@ -162,7 +162,10 @@ class Poller:
         self.taxonomy = Taxonomy.load(settings.tag_rules)
 
     async def poll(self, feed: FeedConfig, explicit: bool) -> FeedResult:
-        state = self.store.feed_state(feed.name)
+        try:
+            state = self.store.feed_state(feed.name)
+        except StoreError as error:
+            return self._unstored(feed, error)
         if state.disabled and not explicit:
             return FeedResult(feed.name, "disabled", error="disabled after HTTP 410 Gone; change its URL to retry")
         try:
@@ -170,7 +173,10 @@ class Poller:
         except Exception as error:  # a bug on one feed must not stop the others
             log.exception("internal error while polling feed %s", feed.name)
             outcome = self._error_outcome(feed, state, self.clock(), error, code=INTERNAL_ERROR_CODE)
-        counts = self.store.save_poll(outcome)
+        try:
+            counts = self.store.save_poll(outcome)
+        except StoreError as error:
+            return self._unstored(feed, error)
         result = FeedResult(
             feed=feed.name,
             status=outcome.status,
@@ -186,6 +192,18 @@ class Poller:
         )
         _log_result(result)
         return result
+
+    def _unstored(self, feed: FeedConfig, error: StoreError) -> FeedResult:
+        """The database refused this poll (locked, full, read-only): nothing was stored, so the
+        next poll fetches again without validators and loses nothing."""
+        log.error("feed %s: %s", feed.name, error)
+        return FeedResult(
+            feed.name,
+            "error",
+            error=str(error),
+            error_code=error.code,
+            next_fetch=self.clock() + timedelta(seconds=feed.interval_seconds),
+        )
 
     async def _poll_outcome(self, feed: FeedConfig, state: FeedState) -> PollOutcome:
         try:

@@ -89,6 +89,7 @@ class OutputServer:
             raise AggregatorError(f"cannot listen on {_host_port(host, port)}: {reason}") from exc
         self._lock = threading.Lock()
         self._serving_thread: threading.Thread | None = None
+        self._background: threading.Thread | None = None
         self._closed = False
 
     @property
@@ -102,6 +103,7 @@ class OutputServer:
         thread = threading.Thread(target=self._run, name="aggregator-web", daemon=True)
         if not self._claim(thread):
             raise AggregatorError("the web server was shut down")
+        self._background = thread
         thread.start()
 
     def serve_forever(self) -> None:
@@ -140,6 +142,10 @@ class OutputServer:
             return
         if serving is not None:
             self._httpd.shutdown()  # returns once the serving loop has stopped
+        if serving is not None and serving is self._background:
+            # Wait for the thread's own close: a socket last released by a thread that
+            # then exits is freed by the kernel later, and would still accept for a moment.
+            serving.join(timeout=1.0)
         self._httpd.server_close()
 
 

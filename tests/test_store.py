@@ -87,7 +87,7 @@ def test_tags_are_stored_and_queried(store: Store) -> None:
 def test_a_failing_poll_stores_nothing_of_that_feed(store: Store) -> None:
     store.save_poll(poll("alpha", entry("a"), validators=Validators(etag='"v1"')))
     broken = poll("alpha", entry("b"), EntryData(key="c", title=None, content_hash="x"))  # type: ignore[arg-type]
-    with pytest.raises(sqlite3.IntegrityError):
+    with pytest.raises(StoreError, match="could not store feed alpha"):
         store.save_poll(broken)
     assert [item.key for item in store.recent_entries(10)] == ["a"]
     assert store.feed_state("alpha").validators.etag == '"v1"'
@@ -168,3 +168,16 @@ def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
 def test_integrity(store: Store) -> None:
     store.save_poll(poll("alpha", entry("a")))
     assert store.integrity_ok()
+
+
+def test_a_body_that_keeps_changing_is_not_rewritten_every_poll(store: Store) -> None:
+    store.save_poll(poll("alpha", entry("a", digest="v1")))
+    soon = NOW + timedelta(minutes=10)
+    assert store.save_poll(poll("alpha", entry("a", digest="v2"), fetched_at=soon)).updated == 0
+    later = NOW + timedelta(hours=2)
+    assert store.save_poll(poll("alpha", entry("a", digest="v2"), fetched_at=later)).updated == 1
+    flip_back = later + timedelta(hours=2)
+    assert store.save_poll(poll("alpha", entry("a", digest="v1"), fetched_at=flip_back)).updated == 0
+    assert (
+        store.save_poll(poll("alpha", entry("a", title="Corrected title", digest="v3"), fetched_at=soon)).updated == 1
+    )

@@ -189,8 +189,10 @@ def test_content_types(client: Client, path: str, content_type: str) -> None:
 
 
 def test_other_types(root: Path, client: Client) -> None:
-    for name, body in [("export.json", b"{}"), ("opml.xml", b"<opml/>"), ("notes.txt", b"hi"), ("blob", b"\0")]:
-        (root / name).write_bytes(body)
+    for name in ("export.json", "opml.xml", "feed.rss", "feeds.opml", "notes.txt", "blob"):
+        (root / name).write_bytes(b"x")
+    assert client.request("/feed.rss").headers["Content-Type"] == "application/rss+xml"
+    assert client.request("/feeds.opml").headers["Content-Type"] == "text/x-opml"
     assert client.request("/export.json").headers["Content-Type"] == "application/json"
     assert client.request("/opml.xml").headers["Content-Type"] == "application/xml"
     assert client.request("/notes.txt").headers["Content-Type"] == "text/plain; charset=utf-8"

@@ -236,3 +236,41 @@ def test_json_logs(tmp_path: Path, feed_server: FeedServer) -> None:
     lines = [json.loads(line) for line in result.stderr.splitlines() if line.strip()]
     assert any(line["message"].startswith("feed j: HTTP 200") for line in lines)
     assert {"time", "level", "logger", "message"} <= set(lines[0])
+
+
+def test_sigterm_while_a_poll_is_in_flight(tmp_path: Path, feed_server: FeedServer) -> None:
+    feed_server.add("/stuck.xml", numbered_feed("stuck", 2), delay_seconds=30)
+    feed_server.add("/fine.xml", numbered_feed("fine", 2))
+    config = write_daemon_config(
+        tmp_path, {"stuck": feed_server.url("/stuck.xml"), "fine": feed_server.url("/fine.xml")}, extra=""
+    )
+    config.write_text(config.read_text(encoding="utf-8").replace("timeout: 5s", "timeout: 60s"), encoding="utf-8")
+    with DaemonProcess(config, "--no-serve") as daemon:
+        wait_for(lambda: feed_server.hits("/fine.xml") and feed_server.active > 0, 20, "a poll in flight")
+        started = time.monotonic()
+        assert daemon.stop(signal.SIGINT) == 0, daemon.log
+        assert time.monotonic() - started < 10
+    database = tmp_path / "data" / "aggregator.db"
+    assert query(database, "PRAGMA integrity_check") == [("ok",)]
+    assert query(database, "SELECT count(*) FROM entries e JOIN feeds f ON f.id = e.feed_id WHERE f.name = 'fine'") == [
+        (2,)
+    ]
+
+
+def test_reload_removes_feeds_and_applies_new_intervals(tmp_path: Path, feed_server: FeedServer) -> None:
+    feed_server.add("/keep.xml", numbered_feed("keep", 2))
+    feed_server.add("/drop.xml", numbered_feed("drop", 2))
+    config = write_daemon_config(
+        tmp_path, {"keep": feed_server.url("/keep.xml"), "drop": feed_server.url("/drop.xml")}, interval="1h"
+    )
+    with DaemonProcess(config, "--no-serve") as daemon:
+        wait_for(lambda: feed_server.hits("/keep.xml") and feed_server.hits("/drop.xml"), 20, "the first polls")
+        write_daemon_config(tmp_path, {"keep": feed_server.url("/keep.xml")}, interval="1s")
+        daemon.send(signal.SIGHUP)
+        wait_for(lambda: len(feed_server.hits("/keep.xml")) >= 3, 20, "polls at the new, shorter interval")
+        assert daemon.stop() == 0
+    assert len(feed_server.hits("/drop.xml")) == 1
+    database = tmp_path / "data" / "aggregator.db"
+    assert query(database, "SELECT count(*) FROM entries e JOIN feeds f ON f.id = e.feed_id WHERE f.name = 'drop'") == [
+        (2,)
+    ]
