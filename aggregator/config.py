@@ -1,301 +1,42 @@
-"""Load and validate feeds.yaml into typed settings.
+"""Load feeds.yaml into typed settings, fast.
 
 A bad file stops the program before anything runs, with a message that names the
-file, the key path (``feeds[3].url``) and what is wrong. Relative paths are
-resolved against the config file's folder. This module knows nothing of HTTP,
-SQLite or rendering; it hands out `FeedConfig`, `TagRule` and `SiteConfig` values.
+file, the key path (``feeds[3].url``) and what is wrong (see `config_model`, the
+pydantic schema). Relative paths are resolved against the config file's folder.
+
+Validating with pydantic costs more than everything else a short command does, so
+a successfully validated file is cached (keyed by its path and exact bytes) under
+``$XDG_CACHE_HOME/aggregator``; an unchanged file then loads without pydantic or
+YAML. Any change to the file, or an unreadable cache, means a full validation.
+This module knows nothing of HTTP, SQLite or rendering.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
-import re
-from collections.abc import Sequence
-from datetime import time as dt_time
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Annotated, Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from typing import TYPE_CHECKING, Any
 
-import yaml
-from pydantic import (
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
-    Field,
-    ValidationError,
-    field_validator,
-    model_validator,
-)
-
+from aggregator import __version__
 from aggregator.errors import ConfigError
 from aggregator.models import FeedConfig, FetchLimits, SiteConfig, TagRule
 
+if TYPE_CHECKING:
+    from aggregator.config_model import ConfigFile, Defaults, FeedEntry
+
 DEFAULT_CONFIG_NAME = "feeds.yaml"
 CONFIG_ENV = "AGGREGATOR_CONFIG"
+CACHE_ENV = "XDG_CACHE_HOME"
 DEFAULT_DATABASE = "data/aggregator.db"
 DEFAULT_OUTPUT_DIR = "data/public"
 
-DEFAULT_INTERVAL_SECONDS = 15 * 60
-DEFAULT_TIMEOUT_SECONDS = 20.0
-DEFAULT_MAX_BYTES = 15 * 1024 * 1024
-DEFAULT_RENDER_DEBOUNCE_SECONDS = 30.0
-DEFAULT_MAX_JITTER_SECONDS = 30.0
-MIN_INTERVAL_SECONDS = 1.0
-MAX_TIMEOUT_SECONDS = 600.0
 
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)", re.IGNORECASE)
-_DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmg]i?b|b)?\s*$", re.IGNORECASE)
-_SIZE_UNITS = {
-    "b": 1,
-    "kb": 1000,
-    "mb": 1000**2,
-    "gb": 1000**3,
-    "kib": 1024,
-    "mib": 1024**2,
-    "gib": 1024**3,
-}
-_FEED_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-
-
-def parse_duration(value: object) -> float:
-    """Seconds from "15m", "1h30m", "2s", "500ms" or a bare number of seconds."""
-    if isinstance(value, bool):
-        raise ValueError("expected a duration like 15m, 2h or 30s")
-    if isinstance(value, int | float):
-        seconds = float(value)
-    elif isinstance(value, str):
-        text = value.strip().replace(" ", "")
-        parts = _DURATION_PART.findall(text)
-        if not text or "".join(n + u for n, u in parts).lower() != text.lower():
-            raise ValueError(f"{value!r} is not a duration (use e.g. 15m, 2h, 30s, 1h30m)")
-        seconds = sum(float(number) * _DURATION_UNITS[unit.lower()] for number, unit in parts)
-    else:
-        raise ValueError("expected a duration like 15m, 2h or 30s")
-    if seconds <= 0:
-        raise ValueError(f"{value!r} must be longer than zero")
-    return seconds
-
-
-def parse_size(value: object) -> int:
-    """Bytes from "15MiB", "500KB", "2 GiB" or a bare number of bytes."""
-    if isinstance(value, bool):
-        raise ValueError("expected a size like 15MiB or 500KB")
-    if isinstance(value, int):
-        size = value
-    elif isinstance(value, str):
-        match = _SIZE.match(value)
-        if not match:
-            raise ValueError(f"{value!r} is not a size (use e.g. 15MiB, 500KB, 1GiB)")
-        size = int(float(match.group(1)) * _SIZE_UNITS[(match.group(2) or "b").lower()])
-    else:
-        raise ValueError("expected a size like 15MiB or 500KB")
-    if size <= 0:
-        raise ValueError(f"{value!r} must be larger than zero")
-    return size
-
-
-Duration = Annotated[float, BeforeValidator(parse_duration)]
-Size = Annotated[int, BeforeValidator(parse_size)]
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class Defaults(_Strict):
-    interval: Duration = DEFAULT_INTERVAL_SECONDS
-    timeout: Duration = DEFAULT_TIMEOUT_SECONDS
-    max_bytes: Size = DEFAULT_MAX_BYTES
-
-    @field_validator("interval")
-    @classmethod
-    def _sane_interval(cls, value: float) -> float:
-        return check_interval(value)
-
-    @field_validator("timeout")
-    @classmethod
-    def _sane_timeout(cls, value: float) -> float:
-        return check_timeout(value)
-
-
-class DigestSettings(_Strict):
-    time: str = "07:00"
-    max_stories: int = Field(default=60, gt=0)
-
-    @field_validator("time", mode="before")
-    @classmethod
-    def _valid_time(cls, value: object) -> str:
-        if isinstance(value, int) and not isinstance(value, bool):
-            # YAML 1.1 reads an unquoted 07:00 as the sexagesimal number 420.
-            value = f"{value // 60:02d}:{value % 60:02d}"
-        if not isinstance(value, str):
-            raise ValueError('expected a time of day like "07:00"')
-        try:
-            dt_time.fromisoformat(value)
-        except ValueError:
-            raise ValueError(f'{value!r} is not a time of day (use HH:MM, e.g. "07:00")') from None
-        return value
-
-
-class DaemonSettings(_Strict):
-    render_debounce: Duration = DEFAULT_RENDER_DEBOUNCE_SECONDS
-    max_jitter: Duration = DEFAULT_MAX_JITTER_SECONDS
-
-
-class FetchSettings(_Strict):
-    concurrency: int = Field(default=16, ge=1, le=256)
-    per_host: int = Field(default=4, ge=1, le=64)
-
-
-class FeedEntry(_Strict):
-    name: str
-    url: str
-    title: str | None = None
-    interval: Duration | None = None
-    timeout: Duration | None = None
-    max_bytes: Size | None = None
-    tags: list[str] = Field(default_factory=list)
-
-    @field_validator("name")
-    @classmethod
-    def _slug(cls, value: str) -> str:
-        if not _FEED_NAME.match(value):
-            raise ValueError(
-                f"{value!r} is not a valid feed name (letters, digits, '.', '_' and '-', "
-                "starting with a letter or digit)"
-            )
-        return value
-
-    @field_validator("url")
-    @classmethod
-    def _http_url(cls, value: str) -> str:
-        return check_feed_url(value)
-
-    @field_validator("tags")
-    @classmethod
-    def _tag_paths(cls, value: list[str]) -> list[str]:
-        return [check_tag_path(tag) for tag in value]
-
-    @field_validator("interval")
-    @classmethod
-    def _sane_interval(cls, value: float | None) -> float | None:
-        return None if value is None else check_interval(value)
-
-    @field_validator("timeout")
-    @classmethod
-    def _sane_timeout(cls, value: float | None) -> float | None:
-        return None if value is None else check_timeout(value)
-
-
-class TagSpec(_Strict):
-    names: list[str] = Field(default_factory=list)
-    tickers: list[str] = Field(default_factory=list)
-    aliases: list[str] = Field(default_factory=list)
-    needs_context: bool | list[str] = False
-
-
-class ConfigFile(_Strict):
-    title: str = "Crypto News Digest"
-    site_url: str = "http://localhost:8080/"
-    database: str = DEFAULT_DATABASE
-    output_dir: str = DEFAULT_OUTPUT_DIR
-    templates_dir: str | None = None
-    timezone: str = "UTC"
-    defaults: Defaults = Field(default_factory=Defaults)
-    digest: DigestSettings = Field(default_factory=DigestSettings)
-    fetch: FetchSettings = Field(default_factory=FetchSettings)
-    daemon: DaemonSettings = Field(default_factory=DaemonSettings)
-    feeds: list[FeedEntry] = Field(default_factory=list)
-    tags: dict[str, TagSpec] = Field(default_factory=dict)
-
-    @field_validator("site_url")
-    @classmethod
-    def _site_url(cls, value: str) -> str:
-        check_feed_url(value)
-        return value if value.endswith("/") else value + "/"
-
-    @field_validator("timezone")
-    @classmethod
-    def _zone(cls, value: str) -> str:
-        try:
-            ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"unknown time zone {value!r} (use an IANA name like UTC or Europe/Berlin)") from None
-        return value
-
-    @field_validator("tags")
-    @classmethod
-    def _tag_keys(cls, value: dict[str, TagSpec]) -> dict[str, TagSpec]:
-        for path, spec in value.items():
-            check_tag_path(path)
-            try:
-                _tag_rules(path, spec)
-            except ValueError as error:
-                sub_key, _, problem = str(error).partition(": ")
-                raise _KeyedError(f"tags.{path}.{sub_key}", problem) from None
-        return value
-
-    @model_validator(mode="after")
-    def _unique_names(self) -> ConfigFile:
-        seen: dict[str, int] = {}
-        for index, feed in enumerate(self.feeds):
-            if feed.name in seen:
-                raise _KeyedError(
-                    f"feeds[{index}].name",
-                    f"duplicate feed name {feed.name!r} (also feeds[{seen[feed.name]}].name)",
-                    "feed names must be unique",
-                )
-            seen[feed.name] = index
-        return self
-
-
-class _KeyedError(ValueError):
-    """A model-level problem that still knows which key it is about."""
-
-    def __init__(self, key: str, problem: str, fix: str = "") -> None:
-        super().__init__(problem)
-        self.key = key
-        self.problem = problem
-        self.fix = fix
-
-
-def check_feed_url(value: str) -> str:
-    """Accept only absolute http(s) URLs with a host."""
-    from urllib.parse import urlsplit
-
-    parts = urlsplit(value.strip())
-    if parts.scheme.lower() not in ("http", "https"):
-        scheme = parts.scheme or "none"
-        raise ValueError(f"{value!r} is not an http(s) URL (scheme: {scheme})")
-    if not parts.netloc:
-        raise ValueError(f"{value!r} has no host")
-    return value.strip()
-
-
-def check_interval(seconds: float) -> float:
-    if seconds < MIN_INTERVAL_SECONDS:
-        raise ValueError(f"must be at least {MIN_INTERVAL_SECONDS:g} s")
-    return seconds
-
-
-def check_timeout(seconds: float) -> float:
-    if seconds > MAX_TIMEOUT_SECONDS:
-        raise ValueError(f"must be at most {MAX_TIMEOUT_SECONDS:g} s")
-    return seconds
-
-
-def check_tag_path(value: str) -> str:
-    segments = [" ".join(part.split()) for part in value.split("/")]
-    if not value.strip() or any(not segment for segment in segments):
-        raise ValueError(f"{value!r} is not a tag path (use e.g. Blockchain/Binance)")
-    return "/".join(segments)
-
-
-class Settings(BaseModel):
+@dataclass(frozen=True)
+class Settings:
     """The validated configuration with paths resolved; what the program runs on."""
-
-    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
 
     path: Path
     title: str
@@ -312,6 +53,7 @@ class Settings(BaseModel):
     max_jitter_seconds: float
     feeds: tuple[FeedConfig, ...]
     tag_rules: tuple[TagRule, ...]
+    database_is_default: bool = True
 
     @property
     def site(self) -> SiteConfig:
@@ -340,118 +82,72 @@ def default_config_path() -> Path:
 def load_settings(path: Path | str | None = None) -> Settings:
     """Read, validate and resolve a config file; raise ConfigError on any problem."""
     config_path = Path(path) if path is not None else default_config_path()
-    raw = _read_yaml(config_path)
-    try:
-        parsed = ConfigFile.model_validate(raw)
-    except ValidationError as error:
-        raise _config_error(config_path, error) from None
-    return _resolve(config_path, parsed)
+    data = _read_bytes(config_path)
+    fingerprint = _fingerprint(config_path, data)
+    settings = _cached(config_path, fingerprint)
+    if settings is None:
+        settings = _validate(config_path, data)
+        _store_cache(config_path, fingerprint, settings)
+    _check_paths(settings)
+    return settings
 
 
-def _read_yaml(path: Path) -> dict[str, Any]:
+def _read_bytes(path: Path) -> bytes:
     name = str(path)
     if not path.exists():
         raise ConfigError(name, "", "file not found", "create it, or pass --config FILE / set AGGREGATOR_CONFIG")
     if path.is_dir():
         raise ConfigError(name, "", "is a folder, not a file", "pass the path of feeds.yaml")
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as error:
-        raise ConfigError(name, "", f"cannot be read: {error}") from None
+        return path.read_bytes()
+    except OSError as error:
+        raise ConfigError(name, "", f"cannot be read: {error.strerror or error}") from None
+
+
+def _validate(config_path: Path, data: bytes) -> Settings:
+    import yaml
+
+    from aggregator.config_model import validate_config
+
+    name = str(config_path)
     try:
-        data = yaml.safe_load(text)
+        raw = yaml.load(data.decode("utf-8"), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+    except UnicodeDecodeError:
+        raise ConfigError(name, "", "is not UTF-8 text", "save it as UTF-8") from None
     except yaml.MarkedYAMLError as error:
         mark = error.problem_mark
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "somewhere"
         raise ConfigError(name, where, f"YAML syntax error: {error.problem}", "fix the YAML syntax") from None
     except yaml.YAMLError as error:
         raise ConfigError(name, "", f"YAML error: {error}") from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
         raise ConfigError(name, "", "the top level must be a mapping of keys (title, feeds, ...)")
-    return data
+    return _resolve(config_path, validate_config(config_path, raw))
 
 
-def _key_path(location: Sequence[int | str]) -> str:
-    text = ""
-    for part in location:
-        if isinstance(part, int):
-            text += f"[{part}]"
-        else:
-            text += ("." if text else "") + part
-    return text
-
-
-def _config_error(path: Path, error: ValidationError) -> ConfigError:
-    problems: list[tuple[str, str, str]] = []
-    for detail in error.errors():
-        location = [part for part in detail["loc"] if not _is_validator_tag(part)]
-        key = _key_path(location)
-        context_error = (detail.get("ctx") or {}).get("error")
-        if isinstance(context_error, _KeyedError):
-            key, problem, fix = context_error.key, context_error.problem, context_error.fix
-        elif detail["type"] == "extra_forbidden":
-            problem, fix = f"unknown key {location[-1]!r}", _allowed_keys_hint(location)
-        elif detail["type"] == "missing":
-            problem, fix = "is required but missing", ""
-        else:
-            problem, fix = _clean_message(detail["msg"]), ""
-        problems.append((key, problem, fix))
-    key, problem, fix = problems[0]
-    result = ConfigError(str(path), key, problem, fix)
-    if len(problems) > 1:
-        lines = [result.message] + [str(ConfigError(str(path), k, p, f)) for k, p, f in problems[1:]]
-        result.message = "\n".join(lines)
-    return result
-
-
-def _is_validator_tag(part: int | str) -> bool:
-    # pydantic adds the validator's name (e.g. "function-before[...]") to some locations.
-    return isinstance(part, str) and ("[" in part or part.startswith("function-"))
-
-
-def _clean_message(message: str) -> str:
-    for prefix in ("Value error, ", "Assertion failed, "):
-        if message.startswith(prefix):
-            return message[len(prefix) :]
-    return message[:1].lower() + message[1:]
-
-
-_ALLOWED_KEYS: dict[str, type[BaseModel]] = {
-    "": ConfigFile,
-    "defaults": Defaults,
-    "digest": DigestSettings,
-    "fetch": FetchSettings,
-    "daemon": DaemonSettings,
-    "feeds": FeedEntry,
-    "tags": TagSpec,
-}
-
-
-def _allowed_keys_hint(location: Sequence[int | str]) -> str:
-    section = str(location[0]) if len(location) > 1 else ""
-    model = _ALLOWED_KEYS.get(section)
-    if model is None:
-        return ""
-    return "allowed keys: " + ", ".join(model.model_fields)
+def _check_paths(settings: Settings) -> None:
+    """Checks on the file system, made on every load: a folder may vanish after validation."""
+    if not settings.database_is_default and not settings.database.parent.is_dir():
+        raise ConfigError(
+            str(settings.path),
+            "database",
+            f"the folder {str(settings.database.parent)!r} does not exist",
+            "create it or point database to an existing folder",
+        )
 
 
 def _resolve(config_path: Path, parsed: ConfigFile) -> Settings:
+    from aggregator.config_model import tag_rules
+
     base = config_path.resolve().parent
-    database = _resolve_path(base, parsed.database)
-    if parsed.database != DEFAULT_DATABASE and not database.parent.is_dir():
-        raise ConfigError(
-            str(config_path),
-            "database",
-            f"the folder {str(database.parent)!r} does not exist",
-            "create it or point database to an existing folder",
-        )
     return Settings(
         path=config_path,
         title=parsed.title,
         site_url=parsed.site_url,
-        database=database,
+        database=_resolve_path(base, parsed.database),
+        database_is_default=parsed.database == DEFAULT_DATABASE,
         output_dir=_resolve_path(base, parsed.output_dir),
         templates_dir=_resolve_path(base, parsed.templates_dir) if parsed.templates_dir else None,
         timezone=parsed.timezone,
@@ -462,7 +158,7 @@ def _resolve(config_path: Path, parsed: ConfigFile) -> Settings:
         render_debounce_seconds=parsed.daemon.render_debounce,
         max_jitter_seconds=parsed.daemon.max_jitter,
         feeds=tuple(_feed_config(feed, parsed.defaults) for feed in parsed.feeds),
-        tag_rules=tuple(rule for path, spec in parsed.tags.items() for rule in _tag_rules(path, spec)),
+        tag_rules=tuple(rule for path, spec in parsed.tags.items() for rule in tag_rules(path, spec)),
     )
 
 
@@ -483,5 +179,71 @@ def _feed_config(feed: FeedEntry, defaults: Defaults) -> FeedConfig:
     )
 
 
-def _tag_rules(path: str, spec: TagSpec) -> tuple[TagRule, ...]:
-    return TagRule.from_spec(check_tag_path(path), spec.names, spec.tickers, spec.aliases, spec.needs_context)
+# -- the cache of validated settings ------------------------------------------------------
+
+
+def _fingerprint(config_path: Path, data: bytes) -> str:
+    """Changes whenever the file's bytes, its location or this program's version do."""
+    digest = hashlib.sha256()
+    for part in (__version__.encode(), str(config_path.resolve()).encode(), data):
+        digest.update(len(part).to_bytes(8, "big") + part)
+    return digest.hexdigest()
+
+
+def _cache_file(config_path: Path) -> Path:
+    """One cache file per config file (by absolute path), rewritten when the config changes."""
+    root = Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache")
+    name = hashlib.sha256(str(config_path.resolve()).encode()).hexdigest()[:24]
+    return root / "aggregator" / f"config-{name}.json"
+
+
+def _cached(config_path: Path, fingerprint: str) -> Settings | None:
+    try:
+        record = json.loads(_cache_file(config_path).read_text(encoding="utf-8"))
+        if record.get("fingerprint") != fingerprint:
+            return None
+        return _settings_from_json(record["settings"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None  # no cache, or one we cannot trust: validate again
+
+
+def _store_cache(config_path: Path, fingerprint: str, settings: Settings) -> None:
+    path = _cache_file(config_path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        temporary.write_text(json.dumps({"fingerprint": fingerprint, "settings": _settings_to_json(settings)}))
+        os.replace(temporary, path)
+    except OSError:
+        pass  # a read-only home is fine: the next start validates again
+
+
+def _settings_to_json(settings: Settings) -> dict[str, Any]:
+    data = asdict(settings)
+    for key in ("path", "database", "output_dir", "templates_dir"):
+        data[key] = str(data[key]) if data[key] is not None else None
+    return data
+
+
+def _settings_from_json(data: dict[str, Any]) -> Settings:
+    fields = {
+        **data,
+        "path": Path(data["path"]),
+        "database": Path(data["database"]),
+        "output_dir": Path(data["output_dir"]),
+        "templates_dir": Path(data["templates_dir"]) if data["templates_dir"] else None,
+    }
+    return Settings(
+        **{key: value for key, value in fields.items() if key not in ("feeds", "tag_rules")},
+        feeds=tuple(FeedConfig(**{**feed, "tags": tuple(feed["tags"])}) for feed in data["feeds"]),
+        tag_rules=tuple(
+            TagRule(
+                path=rule["path"],
+                names=tuple(rule["names"]),
+                tickers=tuple(rule["tickers"]),
+                aliases=tuple(rule["aliases"]),
+                needs_context=rule["needs_context"],
+            )
+            for rule in data["tag_rules"]
+        ),
+    )

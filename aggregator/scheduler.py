@@ -178,7 +178,7 @@ class Daemon:
             job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None},
         )
         try:
-            async with polling(self.settings, self.store, self.clock) as poller:
+            async with polling(self.settings, self.store, self.clock, feed_count=len(self.settings.feeds)) as poller:
                 self.poller = poller
                 self._schedule_all()
                 self.scheduler.start()

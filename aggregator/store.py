@@ -17,12 +17,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
-import sqlite_utils
 
 from aggregator.errors import StoreError
+
+if TYPE_CHECKING:
+    import sqlite_utils
 from aggregator.models import (
     Entry,
     EntryData,
@@ -92,7 +94,6 @@ class Store:
         self.readonly = readonly
         try:
             self.conn = self._connect()
-            self.db = sqlite_utils.Database(self.conn)
             if not readonly:
                 self._migrate()
         except sqlite3.Error as error:
@@ -148,9 +149,14 @@ class Store:
                 f"the database {self.path} has schema version {version}, newer than this program "
                 f"understands ({SCHEMA_VERSION}); upgrade aggregator"
             )
+        if version == SCHEMA_VERSION:
+            return
+        import sqlite_utils  # only migrations need it; keeps short commands quick to start
+
+        database = sqlite_utils.Database(self.conn)
         for target in range(version + 1, SCHEMA_VERSION + 1):
-            with self.transaction():
-                _MIGRATIONS[target](self.db)
+            with self.transaction(f"upgrade the database to schema version {target}"):
+                _MIGRATIONS[target](database)
                 self.conn.execute(f"PRAGMA user_version={target}")
 
     @property

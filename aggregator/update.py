@@ -11,19 +11,25 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import multiprocessing
+import os
 from collections.abc import AsyncIterator, Callable, Sequence
+from concurrent.futures import Executor, ProcessPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
+from functools import lru_cache
+from typing import TYPE_CHECKING
 
 from aggregator.config import Settings
 from aggregator.errors import AggregatorError, FetchError, GoneError, HTTPStatusError, ParseError, StoreError
 from aggregator.fetch import Fetcher
-from aggregator.models import FeedConfig, FeedState, FetchResult, PollOutcome, TaggedEntry
-from aggregator.parse import parse_feed
+from aggregator.models import FeedConfig, FeedState, FetchResult, ParsedFeed, PollOutcome, TaggedEntry, TagRule
 from aggregator.schedule import max_age_from, next_poll
 from aggregator.store import Store
-from aggregator.tagging import Taxonomy
+
+if TYPE_CHECKING:
+    from aggregator.tagging import Taxonomy
 
 log = logging.getLogger(__name__)
 
@@ -121,7 +127,7 @@ async def update_feeds_async(
     feeds = [settings.feed(name) for name in names] if names else list(settings.feeds)
     explicit = bool(names)
     results: list[FeedResult] = []
-    async with polling(settings, store, clock) as poller:
+    async with polling(settings, store, clock, feed_count=len(feeds)) as poller:
         tasks = [asyncio.ensure_future(poller.poll(feed, explicit)) for feed in feeds]
         for next_done in asyncio.as_completed(tasks):
             result = await next_done
@@ -132,11 +138,59 @@ async def update_feeds_async(
     return UpdateSummary(tuple(sorted(results, key=lambda result: order[result.feed])))
 
 
+# Parsing is CPU work: with more than this many feeds in one run, it goes to worker processes.
+PARALLEL_PARSE_MIN_FEEDS = 8
+MAX_PARSE_WORKERS = 4
+
+
+def parse_and_tag(
+    body: bytes,
+    url: str,
+    headers: dict[str, str],
+    now: datetime,
+    feed_tags: tuple[str, ...],
+    tag_rules: tuple[TagRule, ...],
+) -> tuple[ParsedFeed, tuple[frozenset[str], ...]]:
+    """Parse one feed body and tag its entries: pure CPU work, run in a worker process when many feeds changed."""
+    from aggregator.parse import parse_feed
+
+    parsed = parse_feed(body, url, headers, now)
+    taxonomy = _taxonomy(tag_rules)
+    tags = tuple(taxonomy.tags_for(entry.title, entry.summary, entry.categories, feed_tags) for entry in parsed.entries)
+    return parsed, tags
+
+
+@lru_cache(maxsize=4)
+def _taxonomy(tag_rules: tuple[TagRule, ...]) -> Taxonomy:
+    from aggregator.tagging import Taxonomy
+
+    return Taxonomy.load(tag_rules)
+
+
+def _parse_pool(feed_count: int) -> Executor | None:
+    """Worker processes for parsing, when there are cores to use and enough feeds to share."""
+    workers = min(os.cpu_count() or 1, MAX_PARSE_WORKERS)
+    if workers < 2 or feed_count < PARALLEL_PARSE_MIN_FEEDS:
+        return None
+    # forkserver: workers start from a clean process with the parsing modules preloaded, not from
+    # a copy of this one with its threads, sockets and open database.
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["aggregator.parse", "aggregator.tagging"])
+    return ProcessPoolExecutor(max_workers=workers, mp_context=context)
+
+
 @asynccontextmanager
-async def polling(settings: Settings, store: Store, clock: Callable[[], datetime] = utc_now) -> AsyncIterator[Poller]:
-    """A Poller with its HTTP client open for as long as the block runs."""
-    async with Fetcher(max_concurrency=settings.concurrency, per_host=settings.per_host) as fetcher:
-        yield Poller(settings, store, fetcher, Taxonomy.load(settings.tag_rules), clock)
+async def polling(
+    settings: Settings, store: Store, clock: Callable[[], datetime] = utc_now, feed_count: int = 1
+) -> AsyncIterator[Poller]:
+    """A Poller with its HTTP client (and, for many feeds, its parsing processes) open for the block."""
+    pool = _parse_pool(feed_count)
+    try:
+        async with Fetcher(max_concurrency=settings.concurrency, per_host=settings.per_host) as fetcher:
+            yield Poller(settings, store, fetcher, clock, pool)
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
 
 
 class Poller:
@@ -147,19 +201,26 @@ class Poller:
         settings: Settings,
         store: Store,
         fetcher: Fetcher,
-        taxonomy: Taxonomy,
         clock: Callable[[], datetime],
+        pool: Executor | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
         self.fetcher = fetcher
-        self.taxonomy = taxonomy
         self.clock = clock
+        self.pool = pool
 
     def reconfigure(self, settings: Settings) -> None:
-        """Use a re-read config from the next poll on (the fetcher's limits stay as they were)."""
+        """Use a re-read config (and its tags) from the next poll on; the fetcher's limits stay."""
         self.settings = settings
-        self.taxonomy = Taxonomy.load(settings.tag_rules)
+
+    async def _parse(
+        self, feed: FeedConfig, fetched: FetchResult, now: datetime
+    ) -> tuple[ParsedFeed, tuple[frozenset[str], ...]]:
+        arguments = (fetched.content, fetched.final_url, dict(fetched.headers), now, feed.tags, self.settings.tag_rules)
+        if self.pool is None:
+            return parse_and_tag(*arguments)
+        return await asyncio.get_running_loop().run_in_executor(self.pool, parse_and_tag, *arguments)
 
     async def poll(self, feed: FeedConfig, explicit: bool) -> FeedResult:
         try:
@@ -217,16 +278,10 @@ class Poller:
         if body_hash == state.body_hash:
             return self._unchanged_outcome(feed, state, fetched, now, body_hash)
         try:
-            parsed = parse_feed(fetched.content, fetched.final_url, fetched.headers, now)
+            parsed, tags = await self._parse(feed, fetched, now)
         except ParseError as error:
             return self._error_outcome(feed, state, now, error, fetched)
-        entries = tuple(
-            TaggedEntry(
-                entry,
-                self.taxonomy.tags_for(entry.title, entry.summary, entry.categories, feed.tags),
-            )
-            for entry in parsed.entries
-        )
+        entries = tuple(TaggedEntry(entry, entry_tags) for entry, entry_tags in zip(parsed.entries, tags, strict=True))
         if parsed.warning:
             log.debug("feed %s is malformed but readable: %s", feed.name, parsed.warning)
         hints = replace(parsed.hints, max_age_seconds=max_age_from(fetched.headers))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,6 +15,18 @@ DATA = REPO / "tests" / "data"
 SHARED = REPO.parent / "shared"
 CORPUS = SHARED / "corpus" / "real"
 VALIDATOR = SHARED / "tools" / "validate_feed"
+
+
+@pytest.fixture(autouse=True, scope="session")
+def private_config_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Keep the validated-config cache of the tests (and their subprocesses) out of ~/.cache."""
+    previous = os.environ.get("XDG_CACHE_HOME")
+    os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("cache"))
+    yield
+    if previous is None:
+        os.environ.pop("XDG_CACHE_HOME", None)
+    else:
+        os.environ["XDG_CACHE_HOME"] = previous
 
 
 @pytest.fixture

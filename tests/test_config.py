@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
-from aggregator.config import load_settings, parse_duration, parse_size
+from aggregator.config import load_settings
+from aggregator.config_model import parse_duration, parse_size
 from aggregator.errors import ConfigError
 
 REPO = Path(__file__).resolve().parent.parent
@@ -152,3 +154,22 @@ def test_every_problem_is_reported(tmp_path: Path) -> None:
         load_settings(path)
     message = str(caught.value)
     assert "feeds[0].url" in message and "feeds[1].interval" in message
+
+
+def test_a_cached_config_is_the_same_and_follows_edits(tmp_path: Path) -> None:
+    path = write(tmp_path, "feeds:\n  - name: one\n    url: https://example.com/feed\n")
+    first = load_settings(path)
+    assert load_settings(path) == first  # from the cache
+    path.write_text("feeds:\n  - name: one\n    url: ftp://example.com/feed\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"feeds\[0\]\.url"):
+        load_settings(path)
+    path.write_text("feeds:\n  - name: two\n    url: https://example.com/feed\n    tags: [DeFi]\n", encoding="utf-8")
+    assert [(feed.name, feed.tags) for feed in load_settings(path).feeds] == [("two", ("DeFi",))]
+
+
+def test_a_damaged_cache_is_ignored(tmp_path: Path) -> None:
+    path = write(tmp_path, "feeds:\n  - name: one\n    url: https://example.com/feed\n")
+    load_settings(path)
+    for cached in Path(os.environ["XDG_CACHE_HOME"]).glob("aggregator/*.json"):
+        cached.write_text("{not json", encoding="utf-8")
+    assert load_settings(path).feeds[0].name == "one"

@@ -6,7 +6,7 @@ import re
 from pathlib import Path
 
 from aggregator.cli import cli
-from aggregator.config import (
+from aggregator.config_model import (
     ConfigFile,
     DaemonSettings,
     Defaults,

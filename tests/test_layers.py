@@ -13,7 +13,8 @@ PACKAGE = Path(__file__).resolve().parent.parent / "aggregator"
 ALLOWED_OWN = {
     "models": set(),
     "errors": set(),
-    "config": {"models"},
+    "config": {"models", "config_model"},
+    "config_model": {"models", "config"},
     "fetch": {"models"},
     "parse": {"models"},
     "tagging": {"models"},
@@ -36,7 +37,7 @@ LIBRARY_OWNER = {
     "apscheduler": {"scheduler"},
     "click": {"cli"},
     "yaml": {"config", "tagging"},
-    "pydantic": {"config"},
+    "pydantic": {"config_model"},
 }
 
 

@@ -46,6 +46,13 @@ def count(database: Path, sql: str = "SELECT count(*) FROM entries") -> int:
         conn.close()
 
 
+def stored(database: Path) -> int:
+    try:
+        return count(database) if database.exists() else 0
+    except sqlite3.OperationalError:
+        return 0  # the daemon is still creating the schema
+
+
 def duplicates(database: Path) -> int:
     return count(database, "SELECT count(*) FROM (SELECT 1 FROM entries GROUP BY feed_id, key HAVING count(*) > 1)")
 
@@ -79,7 +86,7 @@ def test_daemon_survives_a_locked_database_and_stores_later(tmp_path: Path, feed
     config = write_config(tmp_path, {"live": feed_server.url("/live.xml")}, extra="defaults: {interval: 1s}")
     database = tmp_path / "data" / "aggregator.db"
     with DaemonProcess(config, "--no-serve") as daemon:
-        wait_for(lambda: database.exists() and count(database) == 5, 20, "the first poll stored")
+        wait_for(lambda: stored(database) == 5, 20, "the first poll stored")
         holder = hold_lock(database, 12)
         feed_server.add("/live.xml", numbered_feed("live", 8))
         wait_for(lambda: "locked by another process" in daemon.log, 30, "the locked-database error in the log")
