@@ -8,9 +8,11 @@ What it does: send the stored ETag/Last-Modified; follow at most `max_redirects`
 redirects by hand (only http/https, loops caught, `permanent_url` only when every
 hop was 301/308); enforce connect/read timeouts and a total deadline for the whole
 fetch; cap the body size on the *decoded* bytes while they stream, decompressing at
-most a little more than the cap so a gzip or brotli bomb never fills memory; turn
-410, 429/503 (with Retry-After) and every other failure into typed errors; keep a
-global and a per-host limit on simultaneous requests.
+most a little more than the cap so a gzip or brotli bomb never fills memory (and the
+compressed bytes at twice the cap, so a stream that decodes to nothing cannot run
+on); refuse a compressed body whose stream stops before its end; turn 410, 429/503
+(with Retry-After) and every other failure into typed errors; keep a global and a
+per-host limit on simultaneous requests.
 
 What it does not do: parse the body, look at SQLite or the configuration, decide
 when to poll again or how to back off (it only reports Retry-After), or retry.
@@ -68,6 +70,9 @@ ALLOWED_SCHEMES = frozenset({"http", "https"})
 PERMANENT_REDIRECTS = frozenset({301, 308})
 REDIRECTS = PERMANENT_REDIRECTS | {302, 303, 307}
 RATE_LIMITED = frozenset({429, 503})
+# Compressed data is never much bigger than what it decodes to, so a body that sends more
+# than this many times the cap on the wire is refused, whatever it would decode to.
+MAX_WIRE_FACTOR = 2
 # A 206 was never asked for (we send no Range) and would be half a feed.
 EMPTY_OR_PARTIAL = {204: "empty response", 205: "empty response", 206: "partial response, not asked for"}
 
@@ -250,18 +255,38 @@ def _check_declared_length(response: httpx.Response, max_bytes: int) -> None:
 
 
 async def _read_body(response: httpx.Response, max_bytes: int) -> bytes:
-    """Stream and decode the body, stopping as soon as the decoded size passes `max_bytes`."""
+    """Stream and decode the body, stopping as soon as the decoded size passes `max_bytes`.
+
+    A compressed body must also be whole: a stream that stops before its end (a gzip
+    member without its trailer, say) is an error, not half a feed.
+    """
     decoder = _decoder_for(response.headers.get("content-encoding"))
     body = bytearray()
+    received = 0
     try:
         async for chunk in response.aiter_raw():
+            received += len(chunk)
+            if received > max_bytes * MAX_WIRE_FACTOR:
+                raise TooLargeError(f"response larger than {_format_bytes(max_bytes)}")
             # Asking for one byte more than fits is how we learn that it does not.
             body += decoder.decode(chunk, max_bytes - len(body) + 1)
-            if len(body) > max_bytes:
-                raise TooLargeError(f"response larger than {_format_bytes(max_bytes)}")
+            _check_decoded_size(body, max_bytes)
     except (httpx.RemoteProtocolError, httpx.ReadError) as exc:
         raise FetchError(f"the server closed the connection before the body was complete ({exc})") from exc
+    # One stage of stacked encodings may still hold input back behind its output limit.
+    while decoder.pending():
+        body += decoder.decode(b"", max_bytes - len(body) + 1)
+        _check_decoded_size(body, max_bytes)
+        await asyncio.sleep(0)  # a long drain must not keep the deadline from firing
+    unfinished = decoder.unfinished()
+    if unfinished is not None:
+        raise FetchError(f"the {unfinished} body was cut short: the compressed data stops before its end")
     return bytes(body)
+
+
+def _check_decoded_size(body: bytearray, max_bytes: int) -> None:
+    if len(body) > max_bytes:
+        raise TooLargeError(f"response larger than {_format_bytes(max_bytes)}")
 
 
 def _result(
@@ -478,14 +503,29 @@ class _Decoder(Protocol):
         """Decode the next chunk, returning at most about `limit` bytes.
 
         Returning `limit` bytes or more means the output was cut there; the caller
-        asks for one byte more than it will accept, so it then stops reading.
+        asks for one byte more than it will accept, so it then stops reading. Input
+        not decoded because of the limit is kept for the next call, never dropped.
         """
+        ...
+
+    def pending(self) -> bool:
+        """Whether input is held back that `decode(b"", limit)` would go on with."""
+        ...
+
+    def unfinished(self) -> str | None:
+        """The encoding whose stream was started but has not reached its end, if any."""
         ...
 
 
 class _Identity:
     def decode(self, data: bytes, limit: int) -> bytes:
         return data
+
+    def pending(self) -> bool:
+        return False
+
+    def unfinished(self) -> str | None:
+        return None
 
 
 class _Zlib:
@@ -497,17 +537,38 @@ class _Zlib:
         self._wbits = zlib.MAX_WBITS | 16 if self._gzip else zlib.MAX_WBITS
         self._inflate = zlib.decompressobj(self._wbits)
         self._started = False
+        self._fed = False
+        self._held = b""
 
     def decode(self, data: bytes, limit: int) -> bytes:
+        data, self._held = self._held + data, b""
+        self._fed = self._fed or bool(data)
         out = bytearray()
-        while data and len(out) < limit:
-            out += self._decompress(data, limit - len(out))
-            leftover = self._inflate.unused_data
-            if not (self._gzip and self._inflate.eof and leftover.startswith(_GZIP_MAGIC)):
+        while data:
+            if len(out) >= limit:
+                self._held = data
                 break
-            self._inflate = zlib.decompressobj(self._wbits)
-            data = leftover
+            out += self._decompress(data, limit - len(out))
+            if self._inflate.unconsumed_tail:  # the output limit was reached
+                self._held = self._inflate.unconsumed_tail
+                break
+            data = self._next_member()
         return bytes(out)
+
+    def pending(self) -> bool:
+        return bool(self._held)
+
+    def unfinished(self) -> str | None:
+        # No bytes at all is an empty body, which parsing names better than we could.
+        return self.name if self._fed and not self._inflate.eof else None
+
+    def _next_member(self) -> bytes:
+        """The start of the gzip member that follows the one just ended, or b"" (trailing bytes are ignored)."""
+        leftover = self._inflate.unused_data
+        if not (self._gzip and self._inflate.eof and leftover.startswith(_GZIP_MAGIC)):
+            return b""
+        self._inflate = zlib.decompressobj(self._wbits)
+        return leftover
 
     def _decompress(self, data: bytes, limit: int) -> bytes:
         try:
@@ -528,15 +589,34 @@ class _Brotli:
     def __init__(self) -> None:
         assert brotli is not None
         self._inflate = brotli.Decompressor()
+        self._fed = False
+        self._held = b""
 
     def decode(self, data: bytes, limit: int) -> bytes:
+        self._fed = self._fed or bool(data)
+        self._held += data
+        out = bytearray()
         try:
-            out = bytearray(self._inflate.process(data, output_buffer_limit=limit))
-            while len(out) < limit and not self._inflate.can_accept_more_data():
-                out += self._inflate.process(b"", output_buffer_limit=limit - len(out))
+            while len(out) < limit:
+                if not self._inflate.can_accept_more_data():  # output it could not give last time
+                    more = self._inflate.process(b"", output_buffer_limit=limit - len(out))
+                    if not more:
+                        break  # never spin here: the deadline cannot fire inside this loop
+                    out += more
+                elif self._held:
+                    data, self._held = self._held, b""
+                    out += self._inflate.process(data, output_buffer_limit=limit - len(out))
+                else:
+                    break
         except brotli.error as exc:
             raise FetchError(f"could not decompress the br body: {exc}") from exc
         return bytes(out)
+
+    def pending(self) -> bool:
+        return bool(self._held) or not self._inflate.can_accept_more_data()
+
+    def unfinished(self) -> str | None:
+        return "br" if self._fed and not self._inflate.is_finished() else None
 
 
 class _Chain:
@@ -549,6 +629,12 @@ class _Chain:
         for decoder in self._decoders:
             data = decoder.decode(data, limit)
         return data
+
+    def pending(self) -> bool:
+        return any(decoder.pending() for decoder in self._decoders)
+
+    def unfinished(self) -> str | None:
+        return next((name for decoder in self._decoders if (name := decoder.unfinished())), None)
 
 
 def _encodings(header: str | None) -> list[str]:

@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
-
 from aggregator.errors import StoreError
 
 if TYPE_CHECKING:

@@ -6,9 +6,10 @@ redirects, any status and header, and a per-route delay. Every request is logged
 so tests can assert what a client sent (conditional headers, User-Agent) and how
 often it came, and `max_active` tells how many requests it was serving at once.
 
-For misbehaving servers a route can also drip its body a byte at a time, send an
-endless body, hang without answering, close the connection without answering, or
-write a raw response verbatim. Pass `tls=(certfile, keyfile)` to serve https.
+For misbehaving servers a route can also drip its body (or a whole raw response,
+status line and headers included) a byte at a time, send an endless body, hang
+without answering, close the connection without answering, or write a raw
+response verbatim. Pass `tls=(certfile, keyfile)` to serve https.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ class Route:
     last_modified: float = field(default_factory=time.time)
     # How a 200 body is compressed when the client accepts it: gzip, br, deflate or identity.
     compress: str = "gzip"
-    # Send the body one byte at a time, this long apart.
+    # Send the body (or the raw response, headers and all) one byte at a time, this long apart.
     drip_seconds: float = 0.0
     # Send a chunked body of zeros that never ends (until the client goes away).
     endless: bool = False
@@ -206,7 +207,7 @@ class FeedServer:
                 elif route.raw is not None:
                     server._log(self.path, seen, 0)
                     self._finish()
-                    self.wfile.write(route.raw)
+                    self._write(route.raw, route.drip_seconds)
                     self.close_connection = True
                 elif route.endless:
                     self._send_endless(route, seen)
@@ -236,16 +237,19 @@ class FeedServer:
                     self.send_header(name, value)
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
-                if status == 304:
-                    return
+                if status != 304:
+                    self._write(body, drip)
+
+            def _write(self, data: bytes, drip: float = 0.0) -> None:
+                """Write `data` at once, or one byte every `drip` seconds until the server stops."""
                 if not drip:
-                    self.wfile.write(body)
+                    self.wfile.write(data)
                     return
-                for index in range(len(body)):
+                for index in range(len(data)):
                     if server._stopping.is_set():
                         self.close_connection = True
                         return
-                    self.wfile.write(body[index : index + 1])
+                    self.wfile.write(data[index : index + 1])
                     self.wfile.flush()
                     server._stopping.wait(drip)
 
