@@ -9,10 +9,16 @@ the clock.
 
 feedparser runs with its own sanitizer and HTML URI resolution switched off (2-4x faster);
 nh3 sanitizes instead and makes relative URLs absolute (see `_Bases` for against what).
+
+Hostile XML is defused where feedparser has decoded the document to UTF-8 and before either of
+its parsers reads it (`_defused`), so no encoding can smuggle anything past: entity declarations
+are refused (entity-expansion bombs; external entities are never fetched anyway), and character
+references and bytes that XML forbids are dropped or replaced instead of crashing the parser.
 """
 
 from __future__ import annotations
 
+import codecs
 import hashlib
 import html
 import io
@@ -28,6 +34,7 @@ from urllib.parse import urljoin, urlsplit, urlunsplit
 from xml.sax import SAXParseException
 
 import feedparser
+import feedparser.api
 import nh3
 
 from aggregator.errors import EmptyBodyError, NotAFeedError, ParseError
@@ -115,6 +122,10 @@ _SPACE_RE = re.compile(r"\s+")
 _EMAIL = r"(?:mailto:)?[^\s@()<>]+@[^\s@()<>]+"
 _EMAIL_THEN_NAME_RE = re.compile(_EMAIL + r"\s*\((?P<name>[^()]+)\)")
 _NAME_THEN_EMAIL_RE = re.compile(r"(?P<name>[^()<>@]+?)\s*(?:\(\s*" + _EMAIL + r"\s*\)|<\s*" + _EMAIL + r"\s*>)")
+# XML 1.0 forbids these characters even as character references; nh3 and html.unescape can still
+# produce some of them from HTML in a feed, and one of them would make an output feed unreadable.
+_NOT_XML_CHARS_RE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+_SURROGATES_RE = re.compile("[\ud800-\udfff]")
 _HTML_SNIFF_RE = re.compile(rb"<!doctype\s+html|<html[\s>]|<head[\s>]|<body[\s>]", re.I)
 _SKIP_HOURS_RE = re.compile(rb"<skipHours\b[^>]*>(.{0,%d}?)</skipHours\s*>" % SKIP_BLOCK_CHARS, re.S)
 _SKIP_DAYS_RE = re.compile(rb"<skipDays\b[^>]*>(.{0,%d}?)</skipDays\s*>" % SKIP_BLOCK_CHARS, re.S)
@@ -133,18 +144,19 @@ def parse_feed(body: bytes, url: str, headers: Mapping[str, str], now: datetime)
     """
     if not body or body.isspace():
         raise EmptyBodyError("empty response body")
+    readable = _with_stray_bytes_repaired(body, headers)
     # A BytesIO, never the bytes themselves: feedparser treats a bytes argument that happens
     # to name a local file as a path and reads that file.
     try:
         parsed = feedparser.parse(
-            io.BytesIO(body),
+            io.BytesIO(readable),
             response_headers=dict(headers),
             sanitize_html=False,
             resolve_relative_uris=False,
         )
     except (LookupError, UnicodeError) as exc:
         # feedparser's lenient parser raises these on some garbage (a stray </link> before
-        # any channel, a character reference to a lone surrogate); for us that is "not a feed".
+        # any channel); for us that is "not a feed".
         raise _not_a_feed_error(body, url, headers, exc) from exc
     if not parsed.get("version") and not parsed.get("entries"):
         raise _not_a_feed_error(body, url, headers, parsed.get("bozo_exception"))
@@ -157,7 +169,8 @@ def parse_feed(body: bytes, url: str, headers: Mapping[str, str], now: datetime)
         link=site_link,
         entries=_unique_entries(parsed.get("entries") or (), bases, now),
         hints=_hints(feed, body),
-        warning=_warning(parsed.get("bozo_exception"), headers),
+        warning=_warning(parsed.get("bozo_exception"), headers, body)
+        or (STRAY_BYTES_WARNING if readable is not body else None),
     )
 
 
@@ -171,7 +184,10 @@ def sanitize_html(html_text: str, base_url: str | None) -> str:
     """
     if not html_text:
         return ""
-    return _cleaner(_usable_base(base_url)).clean(html_text).strip()
+    # nh3 cannot take lone surrogates; like an HTML parser, read them as U+FFFD.
+    cleaned = _cleaner(_usable_base(base_url)).clean(_SURROGATES_RE.sub("\ufffd", html_text)).strip()
+    # Replaced, never deleted: dropping the U+0001 from "java&#1;script:" would make a live URL.
+    return _NOT_XML_CHARS_RE.sub("\ufffd", cleaned)
 
 
 def html_to_text(html_text: str) -> str:
@@ -187,7 +203,7 @@ def html_to_text(html_text: str) -> str:
         text = html.unescape(text)
         if "<" in text:  # markup that was escaped twice surfaces only now
             text = _TAG_RE.sub("", text)
-    return _SPACE_RE.sub(" ", text).strip()
+    return _SPACE_RE.sub(" ", _NOT_XML_CHARS_RE.sub(" ", text)).strip()
 
 
 def canonical_link(url: str) -> str:
@@ -288,6 +304,107 @@ def _text(mapping: Mapping[str, Any], key: str) -> str:
     """A string field of a feedparser dict, or "" when absent or not a string."""
     value = _field(mapping, key)
     return value if isinstance(value, str) else ""
+
+
+# --- defusing and repairing the document ---------------------------------------------------
+
+# Every entity declaration is refused. XML, expat and feedparser are case-sensitive, so
+# "<!entity" declares nothing. The lenient parser still knows HTML's names (&nbsp;, &eacute;).
+ENTITY_DECLARATION = b"<!ENTITY"
+REFUSED_ENTITY = b"<!REFUSED-ENTITY"
+_C0_CONTROLS = bytes(sorted(set(range(0x20)) - {0x09, 0x0A, 0x0D}))
+# Also without the semicolon: feedparser's lenient parser reads "&#1" so in attribute values.
+_CHAR_REF_RE = re.compile(rb"&#([xX][0-9A-Fa-f]+|[0-9]+);?")
+MAX_CHAR_REF_DIGITS = 8
+
+
+def _defused(data: bytes) -> bytes:
+    """A decoded (UTF-8) document that neither of feedparser's parsers can be attacked with.
+
+    feedparser re-declares the entities it deems safe (any value without "&") and its lenient
+    parser expands them without limit: 200 KB declaring one 100 KB entity and using it 30,000
+    times takes 3 GB. So entity declarations are made inert, and the lenient parser leaves
+    "&name;" as text. Control bytes and references to characters XML forbids are dropped or
+    become U+FFFD: the lenient parser raises on "&#x110000;" and gives up the whole document
+    on "&#xD800;".
+    """
+    data = data.replace(ENTITY_DECLARATION, REFUSED_ENTITY)
+    data = data.translate(None, _C0_CONTROLS)
+    if b"&#" in data:
+        data = _CHAR_REF_RE.sub(_xml_char_ref, data)
+    return data
+
+
+def _xml_char_ref(match: re.Match[bytes]) -> bytes:
+    """A character reference as XML allows it: as written, dropped (a control) or U+FFFD."""
+    reference = match.group(1)
+    hexadecimal = reference[:1] in (b"x", b"X")
+    digits = (reference[1:] if hexadecimal else reference).lstrip(b"0") or b"0"
+    if len(digits) > MAX_CHAR_REF_DIGITS:
+        return b"&#xFFFD;"
+    code = int(digits, 16 if hexadecimal else 10)
+    if code in (0x9, 0xA, 0xD) or 0x20 <= code <= 0xD7FF or 0xE000 <= code <= 0xFFFD or 0x10000 <= code <= 0x10FFFF:
+        # Thousands of leading zeros would trip Python's limit on int() digits in feedparser.
+        return match.group(0) if len(reference) <= MAX_CHAR_REF_DIGITS else b"&#x%X;" % code
+    return b"" if code < 0x20 else b"&#xFFFD;"
+
+
+STRAY_BYTES_ERRORS = "aggregator-windows-1252"
+STRAY_BYTES_WARNING = "bytes that are not UTF-8 in a UTF-8 document were read as windows-1252"
+UTF8_NAMES = frozenset({"utf-8", "utf8"})
+_CHARSET_RE = re.compile(r"""charset\s*=\s*["']?([A-Za-z0-9._-]+)""", re.I)
+_XML_ENCODING_RE = re.compile(rb"""(?:\xef\xbb\xbf)?\s*<\?xml[^>]{0,200}?encoding\s*=\s*["']([A-Za-z0-9._-]+)""")
+# One multi-byte UTF-8 sequence shows that the document was meant to be UTF-8.
+_UTF8_SEQUENCE_RE = re.compile(rb"[\xc2-\xdf][\x80-\xbf]|[\xe0-\xef][\x80-\xbf]{2}|[\xf0-\xf4][\x80-\xbf]{3}")
+
+
+def _with_stray_bytes_repaired(body: bytes, headers: Mapping[str, str]) -> bytes:
+    """A UTF-8 body with a few windows-1252 bytes in it, as UTF-8 throughout; else `body` itself.
+
+    Outlets paste text from elsewhere into UTF-8 feeds. feedparser would then read the whole
+    document as windows-1252 and garble every character that was written correctly. Only a
+    body that is declared as UTF-8 (or not declared at all) and written mostly in it is
+    repaired; plain windows-1252 mislabelled as UTF-8 is left to feedparser, which reads it right.
+    """
+    try:
+        body.decode("utf-8")
+    except UnicodeDecodeError:
+        pass
+    else:
+        return body
+    charset = _CHARSET_RE.search(headers.get("content-type", ""))
+    declaration = _XML_ENCODING_RE.match(body)
+    declared = {charset.group(1).lower()} if charset else set()
+    if declaration:
+        declared.add(declaration.group(1).decode("ascii").lower())
+    # UTF-16, UTF-32 and EBCDIC documents do not start with an ASCII "<" (EBCDIC letters can
+    # look like UTF-8 sequences).
+    ascii_markup = body.lstrip(b"\xef\xbb\xbf \t\r\n")[:1] == b"<"
+    if not declared <= UTF8_NAMES or not ascii_markup or not _UTF8_SEQUENCE_RE.search(body):
+        return body
+    return body.decode("utf-8", STRAY_BYTES_ERRORS).encode("utf-8")
+
+
+def _windows_1252_instead(error: UnicodeError) -> tuple[str, int]:
+    """A codecs error handler: bytes that are not UTF-8, read as windows-1252."""
+    if not isinstance(error, UnicodeDecodeError):
+        raise error
+    return error.object[error.start : error.end].decode("windows-1252", "replace"), error.end
+
+
+codecs.register_error(STRAY_BYTES_ERRORS, _windows_1252_instead)
+
+_feedparser_convert_to_utf8 = feedparser.api.convert_to_utf8
+
+
+def _convert_to_utf8_defused(http_headers: Mapping[str, str], data: bytes, result: dict[str, Any]) -> bytes:
+    """feedparser's own decoding to UTF-8, then `_defused`; feedparser calls it (see below)."""
+    return _defused(_feedparser_convert_to_utf8(http_headers, data, result))
+
+
+# feedparser.parse looks this name up in its module on every call and reads the DTD only after
+# it, so `_defused` sees every document in UTF-8, whatever its encoding (UTF-16, UTF-7, EBCDIC).
+feedparser.api.convert_to_utf8 = _convert_to_utf8_defused
 
 
 # --- entries -------------------------------------------------------------------------------
@@ -532,7 +649,7 @@ def _skip_days(body: bytes) -> frozenset[str]:
     return frozenset(days & DAY_NAMES)
 
 
-def _warning(exception: object, headers: Mapping[str, str]) -> str | None:
+def _warning(exception: object, headers: Mapping[str, str], body: bytes) -> str | None:
     """A short sentence for a feed that was read despite a problem, or None.
 
     Two of feedparser's complaints are left out because they are noise for an operator: a
@@ -540,7 +657,9 @@ def _warning(exception: object, headers: Mapping[str, str]) -> str | None:
     """
     if exception is None:
         return None
-    if isinstance(exception, SAXParseException):
+    if isinstance(exception, SAXParseException) and ENTITY_DECLARATION in body:
+        text = "XML entity declarations refused for safety (references left as text); read with the lenient parser"
+    elif isinstance(exception, SAXParseException):
         text = (
             f"malformed XML ({exception.getMessage()} at line {exception.getLineNumber()}); "
             "read with the lenient parser"

@@ -70,6 +70,8 @@ TAGS_DIR = "tags"
 # Characters XML 1.0 forbids; a stray control character from a feed would make the
 # whole output feed unreadable.
 _XML_INVALID = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+# What may not stand in a link as written: spaces and controls are percent-encoded.
+_URL_UNSAFE = re.compile("[\x00-\x20\x7f]|" + _XML_INVALID.pattern)
 _SCRIPT_OR_STYLE = re.compile(r"<(script|style)\b.*?</\1\s*>", re.I | re.S)
 _TAG = re.compile(r"<[^>]*>")
 _TRAILING_PARTIAL_TAG = re.compile(r"<[^>]*$")
@@ -414,7 +416,7 @@ def group_sections(entries: Sequence[Entry], tz: ZoneInfo, *, root: str = "") ->
         feed_href = None if name == OTHER_SECTION else root + tag_feed_path(name)
         sections.append(
             DigestSection(
-                name=name,
+                name=_xml_text(name),
                 feed_href=feed_href,
                 entries=tuple(_digest_entry(entry, tz) for entry in members),
             )
@@ -502,7 +504,7 @@ def _render_page(
     notice: str | None,
 ) -> bytes:
     text = env.get_template(DIGEST_TEMPLATE).render(
-        site_title=site.title,
+        site_title=_xml_text(site.title),
         root=root,
         feed_href=root + FEED_FILE,
         index_href=root + INDEX_FILE,
@@ -540,14 +542,14 @@ def _section_rank(name: str) -> tuple[int, str]:
 def _digest_entry(entry: Entry, tz: ZoneInfo) -> DigestEntry:
     local = _as_utc(entry.published).astimezone(tz)
     return DigestEntry(
-        title=entry.title.strip() or "(untitled)",
+        title=_xml_text(entry.title).strip() or "(untitled)",
         link=_web_link(entry.link),
-        outlet=entry.feed_title or entry.feed,
+        outlet=_xml_text(entry.feed_title or entry.feed),
         outlet_link=_web_link(entry.feed_link),
         time=f"{local:%H:%M}",
         published=local.isoformat(timespec="minutes"),
-        tags=_leaf_tags(entry.tags),
-        summary=plain_summary(entry.summary, entry.content),
+        tags=tuple(_xml_text(tag) for tag in _leaf_tags(entry.tags)),
+        summary=_xml_text(plain_summary(entry.summary, entry.content)),
     )
 
 
@@ -569,12 +571,23 @@ def _html_to_text(fragment: str) -> str:
 
 
 def _web_link(url: str | None) -> str | None:
-    """The URL if a reader can safely follow it (http or https), else None."""
+    """The URL if a reader can safely follow it (http or https), else None.
+
+    Spaces, controls and characters XML forbids are percent-encoded (as UTF-8, lone
+    surrogates included), as a browser would, so the link is always well-formed.
+    """
     if not url:
         return None
     url = url.strip()
     scheme = url.split(":", 1)[0].lower() if ":" in url else ""
-    return url if scheme in ("http", "https") else None
+    if scheme not in ("http", "https"):
+        return None
+    return _URL_UNSAFE.sub(_percent_encoded, url)
+
+
+def _percent_encoded(match: re.Match[str]) -> str:
+    """One matched character as %XX escapes of its UTF-8 bytes."""
+    return "".join(f"%{byte:02X}" for byte in match.group().encode("utf-8", "surrogatepass"))
 
 
 def _atom_entry(entry: Entry, base: str, now: datetime) -> AtomEntry:
@@ -582,13 +595,13 @@ def _atom_entry(entry: Entry, base: str, now: datetime) -> AtomEntry:
     updated = min(max(_as_utc(entry.updated), published), now)
     outlet = _xml_text(entry.feed_title or entry.feed)
     link = _web_link(entry.link)
-    content = _xml_text(entry.content)
-    summary = _xml_text(entry.summary)
+    content = _xml_html(entry.content)
+    summary = _xml_html(entry.summary)
     if not content and link is None:
         # RFC 4287 4.1.2: an entry without a link rel=alternate must have content.
         content, summary = summary, ""
     return AtomEntry(
-        id=entry.uid,
+        id=_xml_text(entry.uid),
         title=_xml_text(entry.title),
         link=link,
         author=_xml_text(entry.author or "") or outlet,
@@ -598,7 +611,7 @@ def _atom_entry(entry: Entry, base: str, now: datetime) -> AtomEntry:
         summary_html=summary,
         content_html=content,
         # We do not know the outlet's own feed id, so mint a stable one in our site's name.
-        source_id=f"{base}#feed-{urllib.parse.quote(entry.feed, safe='')}",
+        source_id=f"{base}#feed-{urllib.parse.quote(entry.feed, safe='', errors='surrogatepass')}",
         source_title=outlet,
         source_link=_web_link(entry.feed_link),
     )
@@ -616,11 +629,21 @@ def _as_utc(moment: datetime) -> datetime:
 
 
 def _rfc3339(moment: datetime) -> str:
-    return _as_utc(moment).strftime("%Y-%m-%dT%H:%M:%SZ")
+    # isoformat, not strftime: it writes years before 1000 with four digits.
+    return _as_utc(moment).replace(tzinfo=None, microsecond=0).isoformat() + "Z"
 
 
 def _xml_text(text: str) -> str:
+    """Plain text with the characters XML forbids dropped."""
     return _XML_INVALID.sub("", text)
+
+
+def _xml_html(text: str) -> str:
+    """HTML with the characters XML forbids replaced by U+FFFD.
+
+    Never dropped: the U+0001 of "java&#1;script:" keeps that URL dead; without it, it is live.
+    """
+    return _XML_INVALID.sub("\ufffd", text)
 
 
 def _safe_segment(segment: str) -> str:
@@ -629,4 +652,4 @@ def _safe_segment(segment: str) -> str:
     cleaned = _UNSAFE_SEGMENT_CHARS.sub("", _WHITESPACE.sub("-", ascii_only)).lstrip(".")
     if cleaned:
         return cleaned
-    return "_" + hashlib.sha1(segment.encode("utf-8")).hexdigest()[:10]
+    return "_" + hashlib.sha1(segment.encode("utf-8", "surrogatepass")).hexdigest()[:10]

@@ -488,8 +488,10 @@ class _Stored:
 
 
 def _insert_row(feed_id: int, feed_name: str, entry: EntryData, now: str) -> tuple[Any, ...]:
-    published = iso(entry.published) if entry.published else now
-    updated = iso(entry.updated) if entry.updated else published
+    # An article cannot have been published after we first saw it: a date ahead of the clock
+    # (up to the day parse tolerates) is clamped, so no page or feed shows the future.
+    published = min(iso(entry.published), now) if entry.published else now
+    updated = max(min(iso(entry.updated), now), published) if entry.updated else published
     return (
         feed_id,
         entry.key,
@@ -510,8 +512,8 @@ def _insert_row(feed_id: int, feed_name: str, entry: EntryData, now: str) -> tup
 
 def _changed_values(entry: EntryData, first_seen: str, now: str) -> tuple[Any, ...]:
     # An entry that never had a date keeps its first-seen time; an edit is dated now.
-    published = iso(entry.published) if entry.published else first_seen
-    updated = iso(entry.updated) if entry.updated and iso(entry.updated) > published else now
+    published = min(iso(entry.published), first_seen) if entry.published else first_seen
+    updated = min(iso(entry.updated), now) if entry.updated and iso(entry.updated) > published else now
     return (
         entry.link,
         entry.canonical_link,

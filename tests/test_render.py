@@ -7,6 +7,7 @@ the shared validator and read back with feedparser, pages with lxml's HTML parse
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from collections import Counter
@@ -269,6 +270,39 @@ def test_feed_limits_entries_and_survives_control_characters(tmp_path: Path) -> 
     parsed = feedparser.parse(str(path))
     assert parsed.bozo == 0
     assert [entry.title for entry in parsed.entries] == ["Bell and form feed 3", "Bell and form feed 2"]
+
+
+def test_characters_xml_forbids_never_break_outputs_or_revive_a_url(tmp_path: Path) -> None:
+    # HTML stored by an older version may hold "java\x01script:", which the U+0001 keeps inert: a
+    # browser reads no scheme in it. Dropping the U+0001 would hand readers a live javascript: URL.
+    entry = make_entry(
+        1,
+        datetime(2024, 6, 5, 9, 0, tzinfo=UTC),
+        "Tit\x0ble with a lone \ud800 surrogate",
+        summary='<a href="java\x01script:alert(1)">x</a>',
+        content="<p>nul\x00here</p>",
+        link="https://cryptonews.example/a\x01b c",
+        uid="urn:uuid:\x02ab",
+        tags=("Blockchain/Bad\ud800Tag",),
+    )
+    site = site_for(tmp_path)
+    render_all(ListSource([entry]), site, NOW)
+    out = Path(site.output_dir)
+    validate(out / "feed.atom")
+    feed = lxml.etree.fromstring((out / "feed.atom").read_bytes())
+    atom_entry = feed.find(f"{ATOM_NS}entry")
+    assert atom_entry is not None
+    summary = atom_entry.findtext(f"{ATOM_NS}summary") or ""
+    assert "javascript" not in summary and "java\ufffdscript:" in summary
+    assert atom_entry.findtext(f"{ATOM_NS}content") == "<p>nul\ufffdhere</p>"
+    assert atom_entry.findtext(f"{ATOM_NS}title") == "Title with a lone  surrogate"
+    assert atom_entry.findtext(f"{ATOM_NS}id") == "urn:uuid:ab"
+    links = atom_entry.findall(f"{ATOM_NS}link")
+    assert [link.get("href") for link in links] == ["https://cryptonews.example/a%01b%20c"]
+    page = (out / "index.html").read_bytes().decode("utf-8")  # strict: no lone surrogate got through
+    assert "Title with a lone  surrogate" in page
+    assert 'href="https://cryptonews.example/a%01b%20c"' in page
+    assert not re.search("[\x00-\x08\x0b\x0c\x0e-\x1f]", page)
 
 
 # ------------------------------------------------------------------ escaping

@@ -134,7 +134,8 @@ def test_removed_feed_keeps_entries_but_is_inactive(store: Store) -> None:
 
 
 def test_entry_days_follow_the_time_zone(store: Store) -> None:
-    store.save_poll(poll("alpha", entry("late", published=datetime(2024, 3, 5, 23, 30, tzinfo=UTC))))
+    late = datetime(2024, 3, 5, 23, 30, tzinfo=UTC)
+    store.save_poll(poll("alpha", entry("late", published=late), fetched_at=late + timedelta(minutes=5)))
     assert store.entry_days(ZoneInfo("UTC")) == [date(2024, 3, 5)]
     assert store.entry_days(ZoneInfo("Europe/Berlin")) == [date(2024, 3, 6)]
 
@@ -181,3 +182,11 @@ def test_a_body_that_keeps_changing_is_not_rewritten_every_poll(store: Store) ->
     assert (
         store.save_poll(poll("alpha", entry("a", title="Corrected title", digest="v3"), fetched_at=soon)).updated == 1
     )
+
+
+def test_dates_ahead_of_the_clock_are_clamped_to_first_seen(store: Store) -> None:
+    ahead = NOW + timedelta(hours=20)
+    item = EntryData(key="early", title="Early", published=ahead, updated=ahead, content_hash="h")
+    store.save_poll(poll("alpha", item))
+    (stored,) = store.recent_entries(1)
+    assert stored.published == NOW and stored.updated == NOW
