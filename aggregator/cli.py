@@ -143,14 +143,16 @@ def update(context: Context, names: tuple[str, ...]) -> None:
 
 
 @cli.command()
+@click.option("--full", is_flag=True, help="Write every page and feed again, not only what changed.")
 @pass_context
-def render(context: Context) -> None:
-    """Write the digest pages and every output feed under output_dir."""
+def render(context: Context, full: bool) -> None:
+    """Write the digest pages and every output feed under output_dir (only what changed
+    since the last render, unless --full)."""
     from aggregator.render import render_all
 
     settings = context.settings
     with context.open_store() as store:
-        report = render_all(store, settings.site, datetime.now(UTC))
+        report = render_all(store, settings.site, datetime.now(UTC), full=full)
     if context.verbosity >= 0:
         click.echo(f"wrote {report.files_written} files to {settings.output_dir}")
 

@@ -280,3 +280,11 @@ class StoreCounts:
 
     new: int = 0
     updated: int = 0
+
+
+@dataclass(frozen=True)
+class ChangeMarker:
+    """The newest entry id and rewrite time a reader has seen, to ask the store later what changed."""
+
+    last_id: int = 0
+    last_rewrite: str = ""

@@ -18,6 +18,7 @@ import contextlib
 import functools
 import hashlib
 import html
+import json
 import logging
 import os
 import re
@@ -34,7 +35,7 @@ from zoneinfo import ZoneInfo
 import jinja2
 
 from aggregator import PROJECT_URL, __version__
-from aggregator.models import Entry, SiteConfig
+from aggregator.models import ChangeMarker, Entry, SiteConfig
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +65,7 @@ DIGEST_TEMPLATE = "digest.html"
 ATOM_TEMPLATE = "feed.atom"
 FEED_FILE = "feed.atom"
 INDEX_FILE = "index.html"
+RENDER_STATE_FILE = ".render-state.json"
 DIGEST_DIR = "digest"
 TAGS_DIR = "tags"
 
@@ -96,6 +98,18 @@ class EntrySource(Protocol):
 
     def tags_in_use(self) -> list[tuple[str, int]]:
         """Every tag that has entries, with its entry count, sorted by path."""
+        ...
+
+    def change_marker(self) -> ChangeMarker:
+        """Where the entries stand now, to ask later what changed since."""
+        ...
+
+    def days_changed_since(self, marker: ChangeMarker, tz: ZoneInfo) -> set[date]:
+        """Days (in `tz`) with entries added or rewritten after `marker`."""
+        ...
+
+    def tags_changed_since(self, marker: ChangeMarker) -> set[str]:
+        """Tags of the entries added or rewritten after `marker`."""
         ...
 
     def entry_days(self, tz: ZoneInfo) -> list[date]:
@@ -160,18 +174,32 @@ class AtomEntry:
 # ------------------------------------------------------------------ public API
 
 
-def render_all(source: EntrySource, site: SiteConfig, now: datetime) -> RenderReport:
-    """Write every digest page, `index.html`, `feed.atom` and one feed per tag in use.
+def render_all(source: EntrySource, site: SiteConfig, now: datetime, full: bool = False) -> RenderReport:
+    """Write the digest pages, `index.html`, `feed.atom` and the feed of each tag.
 
-    Tag feeds of tags no longer in use are left on disk as they were.
+    Incremental unless `full` (or the site settings or templates changed since the last
+    render): only the days and tags whose entries were added or rewritten since then are
+    written again, plus the pages next to a new day (their navigation changes) and any page
+    missing on disk; the index and the merged feed always. Tag feeds of tags no longer in
+    use are left on disk as they were.
     """
     tz = ZoneInfo(site.timezone)
     out = Path(site.output_dir)
     env = template_environment(site.templates_dir)
     writer = _Writer()
-
+    marker = source.change_marker()  # first: whatever arrives during the render is caught next time
     days = source.entry_days(tz)
+    fingerprint = _site_fingerprint(site)
+    previous = None if full else _RenderState.load(out, fingerprint)
+    if previous is None:
+        day_set, tags = set(days), [tag for tag, _count in source.tags_in_use()]
+    else:
+        day_set = _days_to_render(source, previous, days, tz, out)
+        tags = sorted(source.tags_changed_since(previous.marker))
+
     for index, day in enumerate(days):
+        if day not in day_set:
+            continue
         previous_day = days[index - 1] if index > 0 else None
         next_day = days[index + 1] if index + 1 < len(days) else None
         page = digest_html(source, site, day, previous_day=previous_day, next_day=next_day, at_index=False, env=env)
@@ -191,8 +219,7 @@ def render_all(source: EntrySource, site: SiteConfig, now: datetime) -> RenderRe
         ),
     )
 
-    tags = source.tags_in_use()
-    for tag, _count in tags:
+    for tag in tags:
         path = tag_feed_path(tag)
         feed = atom_feed(
             source.entries_for_tag(tag, site.tag_feed_entries),
@@ -204,8 +231,9 @@ def render_all(source: EntrySource, site: SiteConfig, now: datetime) -> RenderRe
         )
         writer.publish(out / path, feed)
 
+    _RenderState(fingerprint, marker, frozenset(days)).save(out)
     report = RenderReport(
-        files_written=writer.written, files_unchanged=writer.unchanged, days=len(days), tags=len(tags)
+        files_written=writer.written, files_unchanged=writer.unchanged, days=len(day_set), tags=len(tags)
     )
     log.info(
         "rendered %d day pages and %d tag feeds into %s (%d files written, %d unchanged)",
@@ -216,6 +244,61 @@ def render_all(source: EntrySource, site: SiteConfig, now: datetime) -> RenderRe
         report.files_unchanged,
     )
     return report
+
+
+def _days_to_render(
+    source: EntrySource, previous: _RenderState, days: list[date], tz: ZoneInfo, out: Path
+) -> set[date]:
+    """Changed days, new days and their neighbours (whose next/previous links change), missing pages."""
+    wanted = source.days_changed_since(previous.marker, tz)
+    for index, day in enumerate(days):
+        if day not in previous.days:
+            wanted.update(days[max(index - 1, 0) : index + 2])
+        elif not (out / digest_path(day)).exists():
+            wanted.add(day)
+    return wanted & set(days)
+
+
+@dataclass(frozen=True)
+class _RenderState:
+    """What the last render covered, kept beside the outputs (a dotfile: `serve` never shows it)."""
+
+    fingerprint: str
+    marker: ChangeMarker
+    days: frozenset[date]
+
+    @classmethod
+    def load(cls, out: Path, fingerprint: str) -> _RenderState | None:
+        try:
+            data = json.loads((out / RENDER_STATE_FILE).read_text(encoding="utf-8"))
+            if data.get("fingerprint") != fingerprint:
+                return None
+            return cls(
+                fingerprint=fingerprint,
+                marker=ChangeMarker(int(data["last_id"]), str(data["last_rewrite"])),
+                days=frozenset(date.fromisoformat(day) for day in data["days"]),
+            )
+        except (OSError, ValueError, KeyError, TypeError):
+            return None  # no state, or one we cannot trust: render everything
+
+    def save(self, out: Path) -> None:
+        data = {
+            "fingerprint": self.fingerprint,
+            "last_id": self.marker.last_id,
+            "last_rewrite": self.marker.last_rewrite,
+            "days": sorted(day.isoformat() for day in self.days),
+        }
+        write_atomic(out / RENDER_STATE_FILE, json.dumps(data).encode("utf-8"))
+
+
+def _site_fingerprint(site: SiteConfig) -> str:
+    """Changes when anything that shapes every page does: the settings, the templates, this program."""
+    digest = hashlib.sha256(repr((site, __version__)).encode("utf-8"))
+    for directory in (site.templates_dir, str(shipped_templates_dir())):
+        for template in sorted(Path(directory).glob("*")) if directory else ():
+            stat = template.stat()
+            digest.update(f"{template}:{stat.st_mtime_ns}:{stat.st_size}".encode())
+    return digest.hexdigest()
 
 
 def digest_html(

@@ -25,6 +25,7 @@ from aggregator.errors import StoreError
 if TYPE_CHECKING:
     import sqlite_utils
 from aggregator.models import (
+    ChangeMarker,
     Entry,
     EntryData,
     FeedConfig,
@@ -37,7 +38,7 @@ from aggregator.models import (
     Validators,
 )
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 BUSY_TIMEOUT_MS = 10_000
 # SQLite allows 32766 host parameters; stay far below for IN (...) look-ups.
 LOOKUP_CHUNK = 500
@@ -400,12 +401,32 @@ class Store:
         straddles local midnight (zones with half-hour offsets) counts for both days.
         """
         rows = self.conn.execute("SELECT DISTINCT substr(published, 1, 13) AS hour FROM entries")
-        days: set[date] = set()
-        for row in rows:
-            start = datetime.strptime(row["hour"], "%Y-%m-%dT%H").replace(tzinfo=UTC)
-            days.add(start.astimezone(tz).date())
-            days.add((start + timedelta(minutes=59, seconds=59)).astimezone(tz).date())
-        return sorted(days)
+        return sorted(_days_of_hours((row["hour"] for row in rows), tz))
+
+    def change_marker(self) -> ChangeMarker:
+        """Where the entries stand now; `days_changed_since` and `tags_changed_since` compare to it."""
+        row = self.conn.execute(
+            "SELECT coalesce(max(id), 0) AS last_id, coalesce(max(rewritten_at), '') AS last_rewrite FROM entries"
+        ).fetchone()
+        return ChangeMarker(int(row["last_id"]), str(row["last_rewrite"]))
+
+    def days_changed_since(self, marker: ChangeMarker, tz: ZoneInfo) -> set[date]:
+        """Days (in `tz`) with entries added or rewritten after `marker`."""
+        rows = self.conn.execute(
+            "SELECT DISTINCT substr(published, 1, 13) AS hour FROM entries WHERE id > ? "
+            "UNION SELECT DISTINCT substr(published, 1, 13) FROM entries WHERE rewritten_at > ?",
+            (marker.last_id, marker.last_rewrite),
+        )
+        return _days_of_hours((row["hour"] for row in rows), tz)
+
+    def tags_changed_since(self, marker: ChangeMarker) -> set[str]:
+        """Tags of the entries added or rewritten after `marker`."""
+        rows = self.conn.execute(
+            """SELECT DISTINCT t.path FROM entry_tags et JOIN tags t ON t.id = et.tag_id
+               WHERE et.entry_id > ? OR et.entry_id IN (SELECT id FROM entries WHERE rewritten_at > ?)""",
+            (marker.last_id, marker.last_rewrite),
+        )
+        return {row["path"] for row in rows}
 
     def iter_entries(self, since: datetime | None = None, batch: int = 1000) -> Iterator[Entry]:
         """Every entry, oldest first, fetched in batches so memory stays flat."""
@@ -458,6 +479,15 @@ class Store:
 
     def integrity_ok(self) -> bool:
         return bool(self.conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok")
+
+
+def _days_of_hours(hours: Iterable[str], tz: ZoneInfo) -> set[date]:
+    days: set[date] = set()
+    for hour in hours:
+        start = datetime.strptime(hour, "%Y-%m-%dT%H").replace(tzinfo=UTC)
+        days.add(start.astimezone(tz).date())
+        days.add((start + timedelta(minutes=59, seconds=59)).astimezone(tz).date())
+    return days
 
 
 @dataclass(frozen=True)
@@ -636,7 +666,12 @@ def _schema_v3(db: sqlite_utils.Database) -> None:
     db.table("entries").add_column("rewritten_at", str)
 
 
-_MIGRATIONS = {1: _schema_v1, 2: _schema_v2, 3: _schema_v3}
+def _schema_v4(db: sqlite_utils.Database) -> None:
+    """Render only what changed: find rewritten entries without a full scan."""
+    db.table("entries").create_index(["rewritten_at"])
+
+
+_MIGRATIONS = {1: _schema_v1, 2: _schema_v2, 3: _schema_v3, 4: _schema_v4}
 
 
 def _hints_to_json(hints: FeedHints) -> str:

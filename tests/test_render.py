@@ -21,7 +21,7 @@ import lxml.etree
 import lxml.html
 import pytest
 
-from aggregator.models import Entry, SiteConfig
+from aggregator.models import ChangeMarker, Entry, SiteConfig
 from aggregator.render import (
     RenderReport,
     plain_summary,
@@ -59,6 +59,15 @@ class ListSource:
 
     def entry_days(self, tz: ZoneInfo) -> list[date]:
         return sorted({entry.published.astimezone(tz).date() for entry in self.entries})
+
+    def change_marker(self) -> ChangeMarker:
+        return ChangeMarker(max((entry.id for entry in self.entries), default=0), "")
+
+    def days_changed_since(self, marker: ChangeMarker, tz: ZoneInfo) -> set[date]:
+        return {entry.published.astimezone(tz).date() for entry in self.entries if entry.id > marker.last_id}
+
+    def tags_changed_since(self, marker: ChangeMarker) -> set[str]:
+        return {tag for entry in self.entries if entry.id > marker.last_id for tag in entry.tags}
 
 
 def make_entry(number: int, published: datetime, title: str = "", **changes: object) -> Entry:
@@ -164,7 +173,9 @@ def test_rendering_again_rewrites_nothing(tmp_path: Path) -> None:
     render_all(ListSource(sample_entries()), site, NOW)
     again = render_all(ListSource(sample_entries()), site, NOW + timedelta(minutes=5))
     assert again.files_written == 0
-    assert again.files_unchanged == 3 + 2 + 8
+    assert again.files_unchanged == 2  # nothing changed: only index.html and feed.atom are looked at
+    everything = render_all(ListSource(sample_entries()), site, NOW + timedelta(minutes=5), full=True)
+    assert (everything.files_written, everything.files_unchanged) == (0, 3 + 2 + 8)
 
 
 def test_empty_source_gives_a_friendly_index_and_a_valid_feed(tmp_path: Path) -> None:
@@ -458,3 +469,29 @@ def test_tag_feed_path_is_always_safe(tag: str) -> None:
         assert segment
         assert not segment.startswith(".")
         assert set(segment) <= set("abcdefghijklmnopqrstuvwxyz0123456789._-")
+
+
+def test_a_second_render_writes_only_what_changed(tmp_path: Path) -> None:
+    site = site_for(tmp_path)
+    entries = [make_entry(n, NOW - timedelta(days=n), tags=("Blockchain", "Blockchain/Bitcoin")) for n in range(1, 6)]
+    first = render_all(ListSource(entries), site, NOW)
+    assert first.days == 5 and first.tags == 2
+    again = render_all(ListSource(entries), site, NOW)
+    assert (again.days, again.tags) == (0, 0)
+    newest = make_entry(9, NOW - timedelta(hours=1), title="A new story today", tags=("Security",))
+    third = render_all(ListSource([*entries, newest]), site, NOW)
+    assert third.days == 2 and third.tags == 1  # the new day and the day before it (its "next" link)
+    out = Path(site.output_dir)
+    assert "A new story today" in (out / "index.html").read_text(encoding="utf-8")
+    yesterday = (NOW - timedelta(days=1)).date()
+    assert NOW.date().isoformat() in (out / "digest" / f"{yesterday.isoformat()}.html").read_text(encoding="utf-8")
+    assert (out / "tags" / "security.atom").exists()
+    (out / "digest" / f"{(NOW - timedelta(days=3)).date().isoformat()}.html").unlink()
+    assert render_all(ListSource([*entries, newest]), site, NOW).days == 1  # a missing page is written again
+    assert render_all(ListSource([*entries, newest]), site, NOW, full=True).days == 6
+
+
+def test_changed_site_settings_render_everything(tmp_path: Path) -> None:
+    entries = [make_entry(n, NOW - timedelta(days=n)) for n in range(1, 4)]
+    render_all(ListSource(entries), site_for(tmp_path), NOW)
+    assert render_all(ListSource(entries), site_for(tmp_path, title="Another Title"), NOW).days == 3
