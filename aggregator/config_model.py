@@ -261,9 +261,9 @@ def check_feed_url(value: str) -> str:
     parts = urlsplit(value.strip())
     if parts.scheme.lower() not in ("http", "https"):
         scheme = parts.scheme or "none"
-        raise ValueError(f"{value!r} is not an http(s) URL (scheme: {scheme})")
+        raise ValueError(f"{value!r} is not an http(s) URL (scheme: {scheme}; use an http:// or https:// address)")
     if not parts.netloc:
-        raise ValueError(f"{value!r} has no host")
+        raise ValueError(f"{value!r} has no host (write the full address, e.g. https://example.com/feed)")
     return value.strip()
 
 
@@ -296,6 +296,9 @@ def _key_path(location: Sequence[int | str]) -> str:
     return text
 
 
+REFERENCE = "the feeds.yaml reference in README.md"
+
+
 def _config_error(path: Path, error: ValidationError) -> ConfigError:
     problems: list[tuple[str, str, str]] = []
     for detail in error.errors():
@@ -307,7 +310,9 @@ def _config_error(path: Path, error: ValidationError) -> ConfigError:
         elif detail["type"] == "extra_forbidden":
             problem, fix = f"unknown key {location[-1]!r}", _allowed_keys_hint(location)
         elif detail["type"] == "missing":
-            problem, fix = "is required but missing", ""
+            problem, fix = "is required but missing", f"add it; see {REFERENCE}"
+        elif detail["type"].endswith("_type") or detail["type"].endswith("_parsing"):
+            problem, fix = _clean_message(detail["msg"]), f"see {REFERENCE} for the expected form"
         else:
             problem, fix = _clean_message(detail["msg"]), ""
         problems.append((key, problem, fix))
