@@ -20,11 +20,11 @@ from tests.feedgen import numbered_feed
 from tests.feedserver import FeedServer
 
 LOCK_HOLDER = """
-import sqlite3, sys, time
+import select, sqlite3, sys
 conn = sqlite3.connect(sys.argv[1], isolation_level=None)
 conn.execute("BEGIN EXCLUSIVE")
 print("locked", flush=True)
-time.sleep(float(sys.argv[2]))
+select.select([sys.stdin], [], [], float(sys.argv[2]))  # until told to let go, or the time is up
 conn.execute("ROLLBACK")
 """
 
@@ -32,7 +32,10 @@ conn.execute("ROLLBACK")
 def hold_lock(database: Path, seconds: float) -> subprocess.Popen[str]:
     """Another process that holds the database's write lock for `seconds`."""
     holder = subprocess.Popen(
-        [sys.executable, "-c", LOCK_HOLDER, str(database), str(seconds)], stdout=subprocess.PIPE, text=True
+        [sys.executable, "-c", LOCK_HOLDER, str(database), str(seconds)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
     )
     assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
     return holder
@@ -67,13 +70,13 @@ def three_feeds(tmp_path: Path, feed_server: FeedServer) -> Path:
 def test_update_while_another_process_locks_the_database(three_feeds: Path) -> None:
     database = three_feeds.parent / "data" / "aggregator.db"
     assert run_cli("update", "--feed", "one", config=three_feeds).returncode == 0
-    holder = hold_lock(database, 12)
+    holder = hold_lock(database, 60)
     try:
-        blocked = run_cli("update", config=three_feeds)
+        blocked = run_cli("update", "--feed", "two", "--feed", "three", config=three_feeds)
     finally:
-        holder.wait(timeout=30)
+        holder.communicate("release\n", timeout=30)
     assert blocked.returncode == 0, blocked.stderr
-    assert "3 failed" in blocked.stdout
+    assert "2 failed" in blocked.stdout
     assert "locked by another process" in blocked.stderr and "Traceback" not in blocked.stderr
     recovered = run_cli("update", config=three_feeds)
     assert recovered.returncode == 0, recovered.stderr
@@ -87,10 +90,12 @@ def test_daemon_survives_a_locked_database_and_stores_later(tmp_path: Path, feed
     database = tmp_path / "data" / "aggregator.db"
     with DaemonProcess(config, "--no-serve") as daemon:
         wait_for(lambda: stored(database) == 5, 20, "the first poll stored")
-        holder = hold_lock(database, 12)
-        feed_server.add("/live.xml", numbered_feed("live", 8))
-        wait_for(lambda: "locked by another process" in daemon.log, 30, "the locked-database error in the log")
-        holder.wait(timeout=30)
+        holder = hold_lock(database, 60)
+        try:
+            feed_server.add("/live.xml", numbered_feed("live", 8))
+            wait_for(lambda: "locked by another process" in daemon.log, 40, "the locked-database error in the log")
+        finally:
+            holder.communicate("release\n", timeout=30)
         wait_for(lambda: count(database) == 8, 30, "the entries that arrived while the database was locked")
         assert daemon.process.poll() is None
         assert daemon.stop(signal.SIGTERM) == 0
