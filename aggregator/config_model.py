@@ -138,8 +138,8 @@ class DaemonSettings(_Strict):
 
 
 class FetchSettings(_Strict):
-    concurrency: int = Field(default=16, ge=1, le=256)
-    per_host: int = Field(default=8, ge=1, le=64)
+    concurrency: int = Field(default=32, ge=1, le=256)
+    per_host: int = Field(default=16, ge=1, le=64)
 
 
 class FeedEntry(_Strict):
