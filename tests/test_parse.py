@@ -20,7 +20,8 @@ from hypothesis import strategies as st
 
 from aggregator.errors import EmptyBodyError, NotAFeedError, ParseError
 from aggregator.models import EntryData, FeedHints, ParsedFeed
-from aggregator.parse import canonical_link, html_to_text, parse_feed, sanitize_html
+from aggregator.parse import canonical_link, parse_feed
+from aggregator.sanitize import html_to_text, sanitize_html
 from tests.conftest import DATA
 
 CASES = DATA / "parse"

@@ -1,0 +1,138 @@
+"""HTML from feeds made safe or plain: the only module that imports nh3.
+
+`sanitize_html` keeps ordinary article formatting and makes relative URLs absolute;
+`html_to_text` turns titles, authors and categories into plain text. Neither knows anything
+of feeds, XML or HTTP: `parse` decides what is HTML and against which base it resolves.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+from collections.abc import Mapping
+from functools import lru_cache
+from urllib.parse import urlsplit
+
+import nh3
+
+WEB_SCHEMES = frozenset({"http", "https"})
+
+# The sanitizer's policy: ordinary article formatting only. Anything not listed is dropped
+# (its text kept); the CLEAN_CONTENT tags are dropped together with everything inside them.
+ALLOWED_TAGS = frozenset(
+    {
+        *("a", "abbr", "b", "blockquote", "br", "caption", "cite", "code", "col", "colgroup"),
+        *("dd", "del", "details", "dfn", "div", "dl", "dt", "em", "figcaption", "figure"),
+        *("h1", "h2", "h3", "h4", "h5", "h6", "hr", "i", "img", "ins", "kbd", "li", "mark"),
+        *("ol", "p", "pre", "q", "s", "samp", "small", "span", "strong", "sub", "summary"),
+        *("sup", "table", "tbody", "td", "tfoot", "th", "thead", "time", "tr", "u", "ul"),
+    }
+)
+# noscript, xmp and plaintext are raw text to an HTML parser: kept, their markup would show
+# up as escaped tags (a lazy-loading <img> fallback as literal text).
+CLEAN_CONTENT_TAGS = frozenset(
+    {"script", "style", "template", "iframe", "object", "embed", "applet", "noembed", "noframes"}
+    | {"noscript", "xmp", "plaintext", "svg", "math", "textarea", "select", "title"}
+)
+ALLOWED_ATTRIBUTES: Mapping[str, frozenset[str]] = {
+    "a": frozenset({"href", "title", "hreflang"}),
+    "img": frozenset({"src", "alt", "title", "width", "height"}),
+    "abbr": frozenset({"title"}),
+    "blockquote": frozenset({"cite"}),
+    "q": frozenset({"cite"}),
+    "del": frozenset({"cite", "datetime"}),
+    "ins": frozenset({"cite", "datetime"}),
+    "time": frozenset({"datetime"}),
+    "ol": frozenset({"start", "reversed"}),
+    "li": frozenset({"value"}),
+    "td": frozenset({"colspan", "rowspan"}),
+    "th": frozenset({"colspan", "rowspan", "scope"}),
+    "col": frozenset({"span"}),
+    "colgroup": frozenset({"span"}),
+}
+URL_SCHEMES = frozenset({"http", "https", "mailto"})
+LINK_REL = "noopener noreferrer nofollow"
+
+_SKIP_CONTENT_RE = re.compile(r"<(script|style|template)\b.*?</\1\s*>|<!--.*?-->", re.S | re.I)
+_BLOCK_TAG_RE = re.compile(
+    r"</?(?:p|div|br|hr|li|ul|ol|dl|dt|dd|h[1-6]|tr|td|th|table|blockquote|pre|figure|figcaption"
+    r"|section|article|header|footer)\b[^>]*>",
+    re.I,
+)
+# Only "<" followed by a letter, "/", "!" or "?" starts a tag, so "BTC < $20k" survives.
+_TAG_RE = re.compile(r"</?[A-Za-z][^>]*>|<[!?][^>]*>")
+_SPACE_RE = re.compile(r"\s+")
+# XML 1.0 forbids these characters even as character references; nh3 and html.unescape can still
+# produce some of them from HTML in a feed, and one of them would make an output feed unreadable.
+_NOT_XML_CHARS_RE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+_SURROGATES_RE = re.compile("[\ud800-\udfff]")
+_ASCII_NOT_XML = bytes(sorted(set(range(0x20)) - {0x09, 0x0A, 0x0D}))
+
+
+def sanitize_html(html_text: str, base_url: str | None) -> str:
+    """Make feed HTML safe to embed in our pages, with relative URLs made absolute.
+
+    Keeps ordinary formatting (paragraphs, links, images, lists, quotes, headings, tables,
+    code); drops scripts, frames, embeds, forms, styles, event handlers and any URL whose
+    scheme is not http, https or mailto. Relative href/src resolve against `base_url`;
+    without a usable (absolute http/https) base they stay relative.
+    """
+    if not html_text:
+        return ""
+    # nh3 cannot take lone surrogates; like an HTML parser, read them as U+FFFD.
+    if not html_text.isascii():
+        html_text = _SURROGATES_RE.sub("\ufffd", html_text)
+    cleaned = _cleaner(_usable_base(base_url)).clean(html_text).strip()
+    # Replaced, never deleted: dropping the U+0001 from "java&#1;script:" would make a live URL.
+    return _NOT_XML_CHARS_RE.sub("\ufffd", cleaned) if _has_not_xml_chars(cleaned) else cleaned
+
+
+def _has_not_xml_chars(text: str) -> bool:
+    """Whether `text` has a character XML forbids; ASCII (most HTML) is checked without a regex."""
+    if text.isascii():
+        raw = text.encode("ascii")
+        return len(raw.translate(None, _ASCII_NOT_XML)) != len(raw)
+    return _NOT_XML_CHARS_RE.search(text) is not None
+
+
+def html_to_text(html_text: str) -> str:
+    """Plain text of an HTML fragment: tags dropped, entities decoded, whitespace collapsed.
+
+    Used for titles, authors and categories, which outlets fill with markup and (often
+    doubly) escaped entities; the result never contains a tag.
+    """
+    text = html_text
+    if "<" in text:
+        text = _TAG_RE.sub("", _BLOCK_TAG_RE.sub(" ", _SKIP_CONTENT_RE.sub(" ", text)))
+    if "&" in text:
+        text = html.unescape(text)
+        if "<" in text:  # markup that was escaped twice surfaces only now
+            text = _TAG_RE.sub("", text)
+    return _SPACE_RE.sub(" ", _NOT_XML_CHARS_RE.sub(" ", text)).strip()
+
+
+@lru_cache(maxsize=256)
+def _cleaner(base_url: str | None) -> nh3.Cleaner:
+    """One reusable nh3 cleaner per base URL; a feed's contents nearly always share one."""
+    relative: nh3.UrlRelative = ("rewrite_with_base", base_url) if base_url else "pass_through"
+    return nh3.Cleaner(
+        tags=ALLOWED_TAGS,
+        clean_content_tags=CLEAN_CONTENT_TAGS,
+        attributes=ALLOWED_ATTRIBUTES,
+        link_rel=LINK_REL,
+        url_schemes=URL_SCHEMES,
+        url_relative=relative,
+    )
+
+
+def _usable_base(base_url: str | None) -> str | None:
+    """The base if it is an absolute http(s) URL nh3 can join against, else None."""
+    if not base_url:
+        return None
+    try:
+        parts = urlsplit(base_url.strip())
+    except ValueError:
+        return None
+    if parts.scheme.lower() not in WEB_SCHEMES or not parts.netloc:
+        return None
+    return base_url.strip()
