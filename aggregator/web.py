@@ -153,6 +153,8 @@ class _Server(ThreadingHTTPServer):
     """The listening socket and what every request thread shares: the root and the gzip cache."""
 
     daemon_threads = True
+    # socketserver's default backlog of 5 makes the 6th simultaneous client wait a second for a SYN retry.
+    request_queue_size = 128
 
     def __init__(self, address: tuple[str, int], root: str) -> None:
         self.root = root

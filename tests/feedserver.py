@@ -64,6 +64,11 @@ class LoggedRequest:
     at: float = field(default_factory=time.monotonic)
 
 
+class _BackloggedServer(ThreadingHTTPServer):
+    # The default backlog of 5 makes the 6th of many simultaneous clients wait a second (SYN retry).
+    request_queue_size = 128
+
+
 class FeedServer:
     """Serve `Route`s by path; use as a context manager or call start/stop."""
 
@@ -74,7 +79,7 @@ class FeedServer:
         self.max_active = 0
         self._lock = threading.Lock()
         self._stopping = threading.Event()
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
+        self._httpd = _BackloggedServer(("127.0.0.1", 0), self._handler_class())
         self._httpd.daemon_threads = True
         self._scheme = "http"
         if tls is not None:
