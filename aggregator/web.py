@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from aggregator import __version__
-from aggregator.errors import AggregatorError
+from aggregator.errors import ServeError
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +86,7 @@ class OutputServer:
             self._httpd = _Server((host, port), os.path.realpath(root))
         except OSError as exc:
             reason = (exc.strerror or str(exc)).lower()
-            raise AggregatorError(f"cannot listen on {_host_port(host, port)}: {reason}") from exc
+            raise ServeError(f"cannot listen on {_host_port(host, port)}: {reason}") from exc
         self._lock = threading.Lock()
         self._serving_thread: threading.Thread | None = None
         self._background: threading.Thread | None = None
@@ -102,7 +102,7 @@ class OutputServer:
         """Serve in a daemon thread (the daemon's built-in server) and return at once."""
         thread = threading.Thread(target=self._run, name="aggregator-web", daemon=True)
         if not self._claim(thread):
-            raise AggregatorError("the web server was shut down")
+            raise ServeError("the web server was shut down")
         self._background = thread
         thread.start()
 
@@ -115,7 +115,7 @@ class OutputServer:
         """Record the serving thread; False if shutdown() came first (e.g. an early SIGTERM)."""
         with self._lock:
             if self._serving_thread is not None:
-                raise AggregatorError("the web server is already serving")
+                raise ServeError("the web server is already serving")
             self._serving_thread = thread
             return not self._closed
 
