@@ -41,6 +41,12 @@ class StoreError(AggregatorError):
     code = "store"
 
 
+class SearchQueryError(AggregatorError):
+    """A search query that SQLite's full-text syntax cannot read; a usage error, not a failure."""
+
+    code = "search_query"
+
+
 class FetchError(AggregatorError):
     """A feed could not be fetched; the message becomes the feed's last_error."""
 

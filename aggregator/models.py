@@ -98,6 +98,9 @@ class EntryData:
     updated: datetime | None = None
     categories: tuple[str, ...] = ()
     content_hash: str = ""
+    # The summary (else the content) as plain text, cut to a few hundred words: what search
+    # indexes, stories compare and pages show as the short summary.
+    text: str = ""
 
 
 @dataclass(frozen=True)
@@ -131,6 +134,7 @@ class Entry:
     first_seen: datetime
     tags: tuple[str, ...] = ()
     story_id: int | None = None
+    text: str = ""
 
 
 @dataclass(frozen=True)
@@ -276,10 +280,61 @@ class PollOutcome:
 
 @dataclass(frozen=True)
 class StoreCounts:
-    """How many entries one poll added and changed."""
+    """How many entries one poll added and changed, and the ids of the added ones."""
 
     new: int = 0
     updated: int = 0
+    new_ids: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class StoryItem:
+    """What story assignment knows of one entry: its words, entities and time, never its HTML."""
+
+    id: int
+    feed: str
+    title: str
+    text: str
+    tags: frozenset[str]
+    published: datetime
+
+
+@dataclass(frozen=True)
+class Story:
+    """One news event as reported by one or more outlets.
+
+    `id` is the id of its first entry and never changes as entries join; `entries` are
+    its members, first reporter first; `updated` is when the last outlet joined.
+    """
+
+    id: int
+    uid: str
+    headline: str
+    first_seen: datetime
+    updated: datetime
+    entries: tuple[Entry, ...]
+
+    @property
+    def first(self) -> Entry:
+        return self.entries[0]
+
+    @property
+    def feeds(self) -> tuple[str, ...]:
+        """Each outlet once, in the order they reported."""
+        return tuple(dict.fromkeys(entry.feed for entry in self.entries))
+
+    @property
+    def tags(self) -> tuple[str, ...]:
+        return tuple(sorted({tag for entry in self.entries for tag in entry.tags}))
+
+
+@dataclass(frozen=True)
+class SearchHit:
+    """One search result: the entry, its bm25 rank (lower is better) and a snippet with marks."""
+
+    entry: Entry
+    rank: float
+    snippet: str
 
 
 @dataclass(frozen=True)

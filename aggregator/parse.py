@@ -55,6 +55,8 @@ UNTITLED = "(untitled)"
 TITLE_FROM_SUMMARY_CHARS = 80
 # How much of a summary is read to invent a title; bounds the work for huge bodies.
 SNIPPET_SOURCE_CHARS = 4000
+# The plain-text excerpt of an entry (EntryData.text) that search indexes and stories compare.
+TEXT_CHARS = 1000
 WARNING_CHARS = 200
 
 # An HTML page is recognised from its first bytes; its <head> is searched for feed links.
@@ -402,6 +404,7 @@ def _entry(raw: Mapping[str, Any], key: str, link: str | None, bases: _Bases, no
         updated=updated,
         categories=categories,
         content_hash=_content_hash(title, link, author, summary, content, published, categories),
+        text=plain_text(summary, content),
     )
 
 
@@ -474,15 +477,26 @@ def _date(value: object, now: datetime) -> datetime | None:
     return moment
 
 
+def plain_text(summary_html: str, content_html: str) -> str:
+    """An entry's plain-text excerpt (EntryData.text): its summary, else the start of its content."""
+    return _excerpt(summary_html, TEXT_CHARS) or _excerpt(content_html, TEXT_CHARS)
+
+
 def _snippet(html_text: str) -> str:
     """About the first TITLE_FROM_SUMMARY_CHARS characters of an HTML fragment as text."""
+    return _excerpt(html_text, TITLE_FROM_SUMMARY_CHARS)
+
+
+def _excerpt(html_text: str, limit: int) -> str:
+    """About the first `limit` characters of an HTML fragment as text, cut at a word."""
     if not html_text:
         return ""
-    text = html_to_text(_PARTIAL_TAG_AT_END_RE.sub("", html_text[:SNIPPET_SOURCE_CHARS]))
-    if len(text) <= TITLE_FROM_SUMMARY_CHARS:
+    source = html_text[: max(SNIPPET_SOURCE_CHARS, limit * 4)]
+    text = html_to_text(_PARTIAL_TAG_AT_END_RE.sub("", source))
+    if len(text) <= limit:
         return text
-    cut = text.rfind(" ", 0, TITLE_FROM_SUMMARY_CHARS)
-    return text[: cut if cut > 0 else TITLE_FROM_SUMMARY_CHARS].rstrip() + "…"
+    cut = text.rfind(" ", 0, limit)
+    return text[: cut if cut > 0 else limit].rstrip() + "…"
 
 
 def _content_hash(

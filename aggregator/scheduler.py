@@ -256,6 +256,8 @@ class Daemon:
             feed = self.settings.feed(name)
             result = await self.poller.poll(feed, explicit=False)
             self._reschedule(feed, result)
+            if result.new:
+                self.poller.assign_stories()
             if result.new or result.updated:
                 self._request_render()
         except KeyError:

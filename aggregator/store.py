@@ -1,6 +1,7 @@
-"""The SQLite database: schema, migrations, per-feed poll transactions and queries.
+"""The SQLite database: connection, per-feed poll transactions and story assignments.
 
-The only module that speaks SQL. It opens the database in WAL mode with a busy
+The store is the only place that speaks SQL; its schema lives in `store_schema` and its
+read-side queries in `store_queries` (which `Store` inherits). It opens the database in WAL mode with a busy
 timeout so that readers (``serve``, ``feeds``, Datasette) work while the daemon
 writes, keeps the schema version in ``PRAGMA user_version``, and stores each
 feed's poll in one transaction so a crash never leaves half a feed behind.
@@ -15,18 +16,12 @@ import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
-from zoneinfo import ZoneInfo
+from typing import Any
 
 from aggregator.errors import StoreError
-
-if TYPE_CHECKING:
-    import sqlite_utils
 from aggregator.models import (
-    ChangeMarker,
-    Entry,
     EntryData,
     FeedConfig,
     FeedHints,
@@ -37,8 +32,11 @@ from aggregator.models import (
     TaggedEntry,
     Validators,
 )
+from aggregator.store_queries import Queries, from_iso, iso
+from aggregator.store_schema import MIGRATIONS, SCHEMA_VERSION
 
-SCHEMA_VERSION = 4
+__all__ = ["SCHEMA_VERSION", "Store", "entry_uid", "from_iso", "iso"]
+
 BUSY_TIMEOUT_MS = 10_000
 # SQLite allows 32766 host parameters; stay far below for IN (...) look-ups.
 LOOKUP_CHUNK = 500
@@ -46,14 +44,6 @@ LOOKUP_CHUNK = 500
 # often; a new title or link always applies at once.
 MIN_REWRITE_INTERVAL = timedelta(hours=1)
 ENTRY_UID_NAMESPACE = uuid.UUID("6f1d7c8e-3b9a-4f55-9a51-0c2b1e7d4a10")
-
-_ENTRY_COLUMNS = """
-    e.id, e.uid, f.name AS feed, COALESCE(f.title, f.feed_title, f.name) AS feed_title,
-    f.site_link AS feed_link, e.key, e.title, e.link, e.author, e.summary, e.content,
-    e.published, e.updated, e.first_seen, e.story_id,
-    (SELECT group_concat(t.path, char(31)) FROM entry_tags et JOIN tags t ON t.id = et.tag_id
-     WHERE et.entry_id = e.id) AS tag_list
-"""
 
 
 def explain_sqlite_error(error: sqlite3.Error, path: Path) -> str:
@@ -70,23 +60,12 @@ def explain_sqlite_error(error: sqlite3.Error, path: Path) -> str:
     return text
 
 
-def iso(moment: datetime) -> str:
-    """A UTC ISO 8601 string with a Z, the form every date column uses."""
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def from_iso(text: str | None) -> datetime | None:
-    if not text:
-        return None
-    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
-
-
 def entry_uid(feed: str, key: str) -> str:
     """A stable, globally unique id for an entry: the same feed and key give the same id."""
     return "urn:uuid:" + str(uuid.uuid5(ENTRY_UID_NAMESPACE, f"{feed}\n{key}"))
 
 
-class Store:
+class Store(Queries):
     """One connection to the database; not shared between threads."""
 
     def __init__(self, path: Path | str, readonly: bool = False) -> None:
@@ -156,7 +135,7 @@ class Store:
         database = sqlite_utils.Database(self.conn)
         for target in range(version + 1, SCHEMA_VERSION + 1):
             with self.transaction(f"upgrade the database to schema version {target}"):
-                _MIGRATIONS[target](database)
+                MIGRATIONS[target](database)
                 self.conn.execute(f"PRAGMA user_version={target}")
 
     @property
@@ -308,6 +287,7 @@ class Store:
         now = iso(outcome.fetched_at)
         existing = self._existing(conn, feed_id, [tagged.entry.key for tagged in outcome.entries])
         inserts: list[tuple[Any, ...]] = []
+        new_ids: list[int] = []
         changed: list[tuple[_Stored, TaggedEntry]] = []
         new_tags: list[tuple[str, frozenset[str]]] = []
         for tagged in outcome.entries:
@@ -321,23 +301,24 @@ class Store:
         if inserts:
             conn.executemany(
                 """INSERT INTO entries (feed_id, key, uid, link, canonical_link, title, author, summary,
-                       content, published, updated, first_seen, content_hash, published_known)
-                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+                       content, published, updated, first_seen, content_hash, published_known, summary_text)
+                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
                 inserts,
             )
             ids = self._existing(conn, feed_id, [key for key, _ in new_tags])
+            new_ids = sorted(ids[key].id for key, _ in new_tags)
             self._tag_entries(conn, [(ids[key].id, tags) for key, tags in new_tags])
         for stored, tagged in changed:
             conn.execute(
                 """UPDATE entries SET link = ?, canonical_link = ?, title = ?, author = ?, summary = ?,
                        content = ?, published = ?, updated = ?, content_hash = ?, published_known = ?,
-                       previous_hash = ?, rewritten_at = ?
+                       summary_text = ?, previous_hash = ?, rewritten_at = ?
                    WHERE id = ?""",
                 (*_changed_values(tagged.entry, stored.first_seen, now), stored.content_hash, now, stored.id),
             )
             conn.execute("DELETE FROM entry_tags WHERE entry_id = ?", (stored.id,))
         self._tag_entries(conn, [(stored.id, tagged.tags) for stored, tagged in changed])
-        return StoreCounts(new=len(inserts), updated=len(changed))
+        return StoreCounts(new=len(inserts), updated=len(changed), new_ids=tuple(new_ids))
 
     def _existing(self, conn: sqlite3.Connection, feed_id: int, keys: Sequence[str]) -> dict[str, _Stored]:
         found: dict[str, _Stored] = {}
@@ -372,93 +353,54 @@ class Store:
             pairs,
         )
 
-    # -- queries for render and export ----------------------------------------------------
+    # -- stories ------------------------------------------------------------------------------
 
-    def entries_between(self, start: datetime, end: datetime) -> list[Entry]:
-        return self._entries("WHERE e.published >= ? AND e.published < ?", (iso(start), iso(end)))
+    def save_story_assignments(self, assignments: Sequence[tuple[int, int]], now: datetime) -> None:
+        """Put each (entry id, story id) in its story, in one transaction, and refresh those stories.
 
-    def recent_entries(self, limit: int) -> list[Entry]:
-        return self._entries("", (), limit)
-
-    def entries_for_tag(self, tag: str, limit: int) -> list[Entry]:
-        return self._entries(
-            "WHERE e.id IN (SELECT et.entry_id FROM entry_tags et JOIN tags t ON t.id = et.tag_id WHERE t.path = ?)",
-            (tag,),
-            limit,
-        )
-
-    def tags_in_use(self) -> list[tuple[str, int]]:
-        rows = self.conn.execute(
-            "SELECT t.path, count(*) AS n FROM tags t JOIN entry_tags et ON et.tag_id = t.id "
-            "GROUP BY t.id ORDER BY t.path"
-        )
-        return [(row["path"], row["n"]) for row in rows]
-
-    def entry_days(self, tz: ZoneInfo) -> list[date]:
-        """Days (in `tz`) that have entries, from the distinct UTC hours that do.
-
-        Grouping by hour in SQL keeps this cheap on a large archive; an hour that
-        straddles local midnight (zones with half-hour offsets) counts for both days.
+        A story's id is its first entry's id; an entry already in a story stays where it is,
+        so assignments are idempotent. A story that gained an entry is `updated` now.
         """
-        rows = self.conn.execute("SELECT DISTINCT substr(published, 1, 13) AS hour FROM entries")
-        return sorted(_days_of_hours((row["hour"] for row in rows), tz))
-
-    def change_marker(self) -> ChangeMarker:
-        """Where the entries stand now; `days_changed_since` and `tags_changed_since` compare to it."""
-        row = self.conn.execute(
-            "SELECT coalesce(max(id), 0) AS last_id, coalesce(max(rewritten_at), '') AS last_rewrite FROM entries"
-        ).fetchone()
-        return ChangeMarker(int(row["last_id"]), str(row["last_rewrite"]))
-
-    def days_changed_since(self, marker: ChangeMarker, tz: ZoneInfo) -> set[date]:
-        """Days (in `tz`) with entries added or rewritten after `marker`."""
-        rows = self.conn.execute(
-            "SELECT DISTINCT substr(published, 1, 13) AS hour FROM entries WHERE id > ? "
-            "UNION SELECT DISTINCT substr(published, 1, 13) FROM entries WHERE rewritten_at > ?",
-            (marker.last_id, marker.last_rewrite),
-        )
-        return _days_of_hours((row["hour"] for row in rows), tz)
-
-    def tags_changed_since(self, marker: ChangeMarker) -> set[str]:
-        """Tags of the entries added or rewritten after `marker`."""
-        rows = self.conn.execute(
-            """SELECT DISTINCT t.path FROM entry_tags et JOIN tags t ON t.id = et.tag_id
-               WHERE et.entry_id > ? OR et.entry_id IN (SELECT id FROM entries WHERE rewritten_at > ?)""",
-            (marker.last_id, marker.last_rewrite),
-        )
-        return {row["path"] for row in rows}
-
-    def iter_entries(self, since: datetime | None = None, batch: int = 1000) -> Iterator[Entry]:
-        """Every entry, oldest first, fetched in batches so memory stays flat."""
-        last_id = 0
-        since_text = iso(since) if since else ""
-        while True:
-            page = self._entries(
-                "WHERE e.id > ? AND e.published >= ?",
-                (last_id, since_text),
-                batch,
-                order="e.id ASC",
+        if not assignments:
+            return
+        with self.transaction("save story assignments") as conn:
+            conn.executemany(
+                "INSERT OR IGNORE INTO stories (id, first_entry_id, updated) VALUES (?, ?, ?)",
+                [(story, story, iso(now)) for story in {story for _, story in assignments}],
             )
-            if not page:
-                return
-            yield from page
-            last_id = page[-1].id
+            conn.executemany(
+                "UPDATE entries SET story_id = ? WHERE id = ? AND story_id IS NULL",
+                [(story, entry) for entry, story in assignments],
+            )
+            touched = sorted({story for _, story in assignments})
+            for start in range(0, len(touched), LOOKUP_CHUNK):
+                chunk = touched[start : start + LOOKUP_CHUNK]
+                conn.execute(
+                    f"""UPDATE stories SET
+                          uid = (SELECT uid FROM entries WHERE id = stories.first_entry_id),
+                          headline = (SELECT title FROM entries WHERE id = stories.first_entry_id),
+                          first_seen = (SELECT min(published) FROM entries WHERE story_id = stories.id),
+                          last_seen = (SELECT max(published) FROM entries WHERE story_id = stories.id),
+                          feeds = (SELECT count(DISTINCT feed_id) FROM entries WHERE story_id = stories.id),
+                          size = (SELECT count(*) FROM entries WHERE story_id = stories.id),
+                          updated = ?
+                        WHERE id IN ({",".join("?" * len(chunk))})""",
+                    (iso(now), *chunk),
+                )
 
-    def _entries(
-        self,
-        where: str,
-        params: Sequence[Any],
-        limit: int | None = None,
-        order: str = "e.published DESC, e.id DESC",
-    ) -> list[Entry]:
-        sql = f"SELECT {_ENTRY_COLUMNS} FROM entries e JOIN feeds f ON f.id = e.feed_id {where} ORDER BY {order}"
-        if limit is not None:
-            sql += f" LIMIT {int(limit)}"
-        return [_entry(row) for row in self.conn.execute(sql, tuple(params))]
+    def set_entry_texts(self, texts: Sequence[tuple[int, str]]) -> None:
+        """Fill the plain summary text (and so the search index) of entries stored before it existed."""
+        with self.transaction("fill in entry texts") as conn:
+            conn.executemany("UPDATE entries SET summary_text = ? WHERE id = ?", [(text, id_) for id_, text in texts])
 
-    def meta(self, key: str) -> str | None:
-        row = self.conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
-        return None if row is None else str(row["value"])
+    def entries_missing_text(self, limit: int) -> list[tuple[int, str, str]]:
+        """(id, summary HTML, content HTML) of entries stored before the plain text was kept."""
+        rows = self.conn.execute(
+            "SELECT id, summary, content FROM entries WHERE summary_text IS NULL ORDER BY id LIMIT ?", (limit,)
+        )
+        return [(int(row["id"]), row["summary"] or "", row["content"] or "") for row in rows]
+
+    # -- small facts --------------------------------------------------------------------------
 
     def set_meta(self, key: str, value: str) -> None:
         with self.transaction(f"record {key}") as conn:
@@ -466,28 +408,6 @@ class Store:
                 "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
                 (key, value),
             )
-
-    def duplicate_entries(self) -> int:
-        """How many (feed, key) pairs are stored more than once (always 0; a safety check)."""
-        row = self.conn.execute(
-            "SELECT count(*) FROM (SELECT 1 FROM entries GROUP BY feed_id, key HAVING count(*) > 1)"
-        ).fetchone()
-        return int(row[0])
-
-    def count_entries(self) -> int:
-        return int(self.conn.execute("SELECT count(*) FROM entries").fetchone()[0])
-
-    def integrity_ok(self) -> bool:
-        return bool(self.conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok")
-
-
-def _days_of_hours(hours: Iterable[str], tz: ZoneInfo) -> set[date]:
-    days: set[date] = set()
-    for hour in hours:
-        start = datetime.strptime(hour, "%Y-%m-%dT%H").replace(tzinfo=UTC)
-        days.add(start.astimezone(tz).date())
-        days.add((start + timedelta(minutes=59, seconds=59)).astimezone(tz).date())
-    return days
 
 
 @dataclass(frozen=True)
@@ -537,6 +457,7 @@ def _insert_row(feed_id: int, feed_name: str, entry: EntryData, now: str) -> tup
         now,
         entry.content_hash,
         entry.published is not None,
+        entry.text,
     )
 
 
@@ -555,123 +476,8 @@ def _changed_values(entry: EntryData, first_seen: str, now: str) -> tuple[Any, .
         updated,
         entry.content_hash,
         entry.published is not None,
+        entry.text,
     )
-
-
-def _entry(row: sqlite3.Row) -> Entry:
-    published = from_iso(row["published"])
-    first_seen = from_iso(row["first_seen"])
-    assert published is not None and first_seen is not None
-    tags = tuple(sorted(row["tag_list"].split("\x1f"))) if row["tag_list"] else ()
-    return Entry(
-        id=row["id"],
-        uid=row["uid"],
-        feed=row["feed"],
-        feed_title=row["feed_title"],
-        feed_link=row["feed_link"],
-        key=row["key"],
-        title=row["title"],
-        link=row["link"],
-        author=row["author"],
-        summary=row["summary"],
-        content=row["content"],
-        published=published,
-        updated=from_iso(row["updated"]) or published,
-        first_seen=first_seen,
-        tags=tags,
-        story_id=row["story_id"],
-    )
-
-
-def _schema_v1(db: sqlite_utils.Database) -> None:
-    db.table("feeds").create(
-        {
-            "id": int,
-            "name": str,
-            "url": str,
-            "config_url": str,
-            "title": str,
-            "feed_title": str,
-            "site_link": str,
-            "etag": str,
-            "last_modified": str,
-            "body_hash": str,
-            "status": str,
-            "last_error": str,
-            "error_code": str,
-            "error_count": int,
-            "last_fetched": str,
-            "last_ok": str,
-            "next_fetch": str,
-            "retry_after": str,
-            "hints": str,
-            "disabled": int,
-            "active": int,
-        },
-        pk="id",
-        not_null={"name", "url", "config_url", "status"},
-        defaults={"status": "new", "error_count": 0, "disabled": 0, "active": 1},
-    )
-    db.table("feeds").create_index(["name"], unique=True)
-    db.table("stories").create(
-        {"id": int, "headline": str, "first_entry_id": int, "first_seen": str, "updated": str},
-        pk="id",
-    )
-    db.table("entries").create(
-        {
-            "id": int,
-            "feed_id": int,
-            "key": str,
-            "uid": str,
-            "link": str,
-            "canonical_link": str,
-            "title": str,
-            "author": str,
-            "summary": str,
-            "content": str,
-            "published": str,
-            "updated": str,
-            "first_seen": str,
-            "published_known": int,
-            "content_hash": str,
-            "story_id": int,
-        },
-        pk="id",
-        not_null={"feed_id", "key", "uid", "title", "published", "updated", "first_seen"},
-        foreign_keys=[("feed_id", "feeds", "id"), ("story_id", "stories", "id")],
-    )
-    db.table("entries").create_index(["feed_id", "key"], unique=True)
-    db.table("entries").create_index(["published"])
-    db.table("entries").create_index(["canonical_link"])
-    db.table("entries").create_index(["story_id"])
-    db.table("tags").create({"id": int, "path": str}, pk="id", not_null={"path"})
-    db.table("tags").create_index(["path"], unique=True)
-    db.table("entry_tags").create(
-        {"entry_id": int, "tag_id": int},
-        pk=("entry_id", "tag_id"),
-        foreign_keys=[("entry_id", "entries", "id"), ("tag_id", "tags", "id")],
-    )
-    db.table("entry_tags").create_index(["tag_id", "entry_id"])
-
-
-def _schema_v2(db: sqlite_utils.Database) -> None:
-    """Scheduling state: why the next poll is when it is, and small key/value facts (last digest)."""
-    db.table("feeds").add_column("next_reason", str)
-    db.table("meta").create({"key": str, "value": str}, pk="key")
-
-
-def _schema_v3(db: sqlite_utils.Database) -> None:
-    """Change tracking per entry, so a body that flaps between versions is not rewritten every poll."""
-    db.table("entries").add_column("previous_hash", str)
-    db.table("entries").add_column("rewritten_at", str)
-
-
-def _schema_v4(db: sqlite_utils.Database) -> None:
-    """Render only what changed: find rewritten entries without a full scan."""
-    db.table("entries").create_index(["rewritten_at"])
-
-
-_MIGRATIONS = {1: _schema_v1, 2: _schema_v2, 3: _schema_v3, 4: _schema_v4}
 
 
 def _hints_to_json(hints: FeedHints) -> str:

@@ -1,4 +1,4 @@
-"""One poll cycle: fetch -> parse -> tag -> store, for many feeds at once.
+"""One poll cycle: fetch -> parse -> tag -> store -> stories, for many feeds at once.
 
 Fetching is asynchronous and concurrent (global and per-host limits live in
 `fetch`); each feed's outcome is stored in its own transaction as soon as it is
@@ -27,6 +27,7 @@ from aggregator.fetch import Fetcher
 from aggregator.models import FeedConfig, FeedState, FetchResult, ParsedFeed, PollOutcome, TaggedEntry, TagRule
 from aggregator.schedule import max_age_from, next_poll
 from aggregator.store import Store
+from aggregator.stories import StoryIndex, assign_pending
 
 if TYPE_CHECKING:
     from aggregator.tagging import Taxonomy
@@ -134,6 +135,7 @@ async def update_feeds_async(
             results.append(result)
             if on_result is not None:
                 on_result(result)
+        poller.assign_stories()
     order = {feed.name: index for index, feed in enumerate(feeds)}
     return UpdateSummary(tuple(sorted(results, key=lambda result: order[result.feed])))
 
@@ -209,6 +211,22 @@ class Poller:
         self.fetcher = fetcher
         self.clock = clock
         self.pool = pool
+        self.stories = StoryIndex()
+        self._texts_checked = False
+
+    def assign_stories(self) -> int:
+        """Put the entries stored since the last call into cross-outlet stories; returns how many.
+
+        A database error is logged and left for the next call: the entries simply wait in no story.
+        """
+        try:
+            if not self._texts_checked:
+                fill_missing_texts(self.store)
+                self._texts_checked = True
+            return assign_pending(self.store, self.stories, self.clock())
+        except StoreError as error:
+            log.error("could not group entries into stories (will retry): %s", error)
+            return 0
 
     def reconfigure(self, settings: Settings) -> None:
         """Use a re-read config (and its tags) from the next poll on; the fetcher's limits stay."""
@@ -350,6 +368,19 @@ class Poller:
             bytes_received=len(fetched.content) if fetched else 0,
             elapsed_ms=fetched.elapsed_ms if fetched else 0,
         )
+
+
+def fill_missing_texts(store: Store, batch: int = 1000) -> int:
+    """Give entries stored by an older version their plain text, so search and stories see them."""
+    from aggregator.parse import plain_text
+
+    done = 0
+    while rows := store.entries_missing_text(batch):
+        store.set_entry_texts([(entry_id, plain_text(summary, content)) for entry_id, summary, content in rows])
+        done += len(rows)
+    if done:
+        log.info("indexed the text of %d entries stored by an older version", done)
+    return done
 
 
 def _log_result(result: FeedResult) -> None:

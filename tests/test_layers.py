@@ -20,7 +20,9 @@ ALLOWED_OWN = {
     "sanitize": {"models"},
     "feedxml": {"models"},
     "tagging": {"models"},
-    "store": {"models"},
+    "store": {"models", "store_queries", "store_schema"},
+    "store_queries": {"models"},
+    "store_schema": set(),
     "stories": {"models", "store"},
     "schedule": {"models"},
     "update": {"models", "config", "fetch", "parse", "tagging", "store", "stories", "schedule"},
@@ -34,13 +36,14 @@ LIBRARY_OWNER = {
     "feedparser": {"parse"},
     "nh3": {"sanitize"},
     "lxml": {"feedxml"},
-    "sqlite_utils": {"store"},
-    "sqlite3": {"store"},
+    "sqlite_utils": {"store", "store_schema"},
+    "sqlite3": {"store", "store_queries"},
     "jinja2": {"render"},
     "apscheduler": {"scheduler"},
     "click": {"cli"},
     "yaml": {"config", "tagging"},
     "pydantic": {"config_model"},
+    "rapidfuzz": {"stories"},
 }
 
 

@@ -1,0 +1,351 @@
+"""The store's read side: entries, stories, tags and full-text search for render, export and the CLI.
+
+Part of the store, the only place with SQL: `Store` inherits these queries, and a
+read-only `Store` (``serve``'s search page, `render` in the daemon) needs nothing else.
+Nothing here writes.
+"""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+from collections.abc import Iterable, Iterator, Sequence
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from aggregator.errors import SearchQueryError, StoreError
+from aggregator.models import ChangeMarker, Entry, SearchHit, Story, StoryItem
+
+_ENTRY_COLUMNS = """
+    e.id, e.uid, f.name AS feed, COALESCE(f.title, f.feed_title, f.name) AS feed_title,
+    f.site_link AS feed_link, e.key, e.title, e.link, e.author, e.summary, e.content,
+    e.published, e.updated, e.first_seen, e.story_id, e.summary_text,
+    (SELECT group_concat(t.path, char(31)) FROM entry_tags et JOIN tags t ON t.id = et.tag_id
+     WHERE et.entry_id = e.id) AS tag_list
+"""
+_TAG_LIST = (
+    "SELECT group_concat(t.path, char(31)) FROM entry_tags et JOIN tags t ON t.id = et.tag_id WHERE et.entry_id = e.id"
+)
+_TAGGED_ENTRY_IDS = "SELECT et.entry_id FROM entry_tags et JOIN tags t ON t.id = et.tag_id WHERE t.path = ?"
+_STORY_COLUMNS = "s.id, s.uid, s.headline, s.first_seen, s.updated"
+# Search snippets mark matches with these (never found in stored text); callers escape, then mark.
+MATCH_START = "\x02"
+MATCH_END = "\x03"
+SNIPPET_TOKENS = 24
+# Words that make a query FTS5 syntax rather than plain words to look for.
+_FTS_SYNTAX_RE = re.compile(r'["()*^:{}]|\b(?:AND|OR|NOT|NEAR)\b')
+_WORD_RE = re.compile(r"\w+(?:[.'’-]\w+)*")
+
+
+def iso(moment: datetime) -> str:
+    """A UTC ISO 8601 string with a Z, the form every date column uses."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def from_iso(text: str | None) -> datetime | None:
+    if not text:
+        return None
+    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+
+
+class Queries:
+    """The read-only queries; `Store` supplies `conn`."""
+
+    conn: sqlite3.Connection
+
+    # -- entries ----------------------------------------------------------------------------
+
+    def entries_between(self, start: datetime, end: datetime) -> list[Entry]:
+        return self._entries("WHERE e.published >= ? AND e.published < ?", (iso(start), iso(end)))
+
+    def recent_entries(self, limit: int) -> list[Entry]:
+        return self._entries("", (), limit)
+
+    def entries_for_tag(self, tag: str, limit: int) -> list[Entry]:
+        return self._entries(f"WHERE e.id IN ({_TAGGED_ENTRY_IDS})", (tag,), limit)
+
+    def tags_in_use(self) -> list[tuple[str, int]]:
+        rows = self.conn.execute(
+            "SELECT t.path, count(*) AS n FROM tags t JOIN entry_tags et ON et.tag_id = t.id "
+            "GROUP BY t.id ORDER BY t.path"
+        )
+        return [(row["path"], row["n"]) for row in rows]
+
+    def entry_days(self, tz: ZoneInfo) -> list[date]:
+        """Days (in `tz`) that have entries, from the distinct UTC hours that do.
+
+        Grouping by hour in SQL keeps this cheap on a large archive; an hour that
+        straddles local midnight (zones with half-hour offsets) counts for both days.
+        """
+        rows = self.conn.execute("SELECT DISTINCT substr(published, 1, 13) AS hour FROM entries")
+        return sorted(_days_of_hours((row["hour"] for row in rows), tz))
+
+    def change_marker(self) -> ChangeMarker:
+        """Where the entries stand now; `days_changed_since` and `tags_changed_since` compare to it."""
+        row = self.conn.execute(
+            "SELECT coalesce(max(id), 0) AS last_id, coalesce(max(rewritten_at), '') AS last_rewrite FROM entries"
+        ).fetchone()
+        return ChangeMarker(int(row["last_id"]), str(row["last_rewrite"]))
+
+    def days_changed_since(self, marker: ChangeMarker, tz: ZoneInfo) -> set[date]:
+        """Days (in `tz`) with entries added or rewritten after `marker`."""
+        rows = self.conn.execute(
+            "SELECT DISTINCT substr(published, 1, 13) AS hour FROM entries WHERE id > ? "
+            "UNION SELECT DISTINCT substr(published, 1, 13) FROM entries WHERE rewritten_at > ?",
+            (marker.last_id, marker.last_rewrite),
+        )
+        return _days_of_hours((row["hour"] for row in rows), tz)
+
+    def tags_changed_since(self, marker: ChangeMarker) -> set[str]:
+        """Tags of the entries added or rewritten after `marker`."""
+        rows = self.conn.execute(
+            """SELECT DISTINCT t.path FROM entry_tags et JOIN tags t ON t.id = et.tag_id
+               WHERE et.entry_id > ? OR et.entry_id IN (SELECT id FROM entries WHERE rewritten_at > ?)""",
+            (marker.last_id, marker.last_rewrite),
+        )
+        return {row["path"] for row in rows}
+
+    def iter_entries(self, since: datetime | None = None, tag: str | None = None, batch: int = 1000) -> Iterator[Entry]:
+        """Every entry (published since `since`, tagged `tag`), oldest first, in batches so memory stays flat."""
+        last_id = 0
+        since_text = iso(since) if since else ""
+        where = "WHERE e.id > ? AND e.published >= ?"
+        if tag is not None:
+            where += f" AND e.id IN ({_TAGGED_ENTRY_IDS})"
+        while True:
+            page = self._entries(
+                where,
+                (last_id, since_text) if tag is None else (last_id, since_text, tag),
+                batch,
+                order="e.id ASC",
+            )
+            if not page:
+                return
+            yield from page
+            last_id = page[-1].id
+
+    def _entries(
+        self,
+        where: str,
+        params: Sequence[Any],
+        limit: int | None = None,
+        order: str = "e.published DESC, e.id DESC",
+    ) -> list[Entry]:
+        sql = f"SELECT {_ENTRY_COLUMNS} FROM entries e JOIN feeds f ON f.id = e.feed_id {where} ORDER BY {order}"
+        if limit is not None:
+            sql += f" LIMIT {int(limit)}"
+        return [_entry(row) for row in self.conn.execute(sql, tuple(params))]
+
+    def meta(self, key: str) -> str | None:
+        row = self.conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else str(row["value"])
+
+    def duplicate_entries(self) -> int:
+        """How many (feed, key) pairs are stored more than once (always 0; a safety check)."""
+        row = self.conn.execute(
+            "SELECT count(*) FROM (SELECT 1 FROM entries GROUP BY feed_id, key HAVING count(*) > 1)"
+        ).fetchone()
+        return int(row[0])
+
+    def count_entries(self) -> int:
+        return int(self.conn.execute("SELECT count(*) FROM entries").fetchone()[0])
+
+    def integrity_ok(self) -> bool:
+        return bool(self.conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok")
+
+    # -- stories ------------------------------------------------------------------------------
+
+    def stories_between(self, start: datetime, end: datetime) -> list[Story]:
+        """Stories first seen in [start, end), and entries not yet in a story as stories of one."""
+        stories = self._stories("WHERE s.first_seen >= ? AND s.first_seen < ?", (iso(start), iso(end)))
+        loose = self._entries(
+            "WHERE e.story_id IS NULL AND e.published >= ? AND e.published < ?", (iso(start), iso(end))
+        )
+        return stories + [_story_of_one(entry) for entry in loose]
+
+    def recent_stories(self, limit: int, tag: str | None = None) -> list[Story]:
+        """The `limit` stories most recently started or joined (with an entry tagged `tag`), newest first."""
+        if tag is None:
+            stories = self._stories("", (), limit)
+            loose = self._entries("WHERE e.story_id IS NULL", (), limit)
+        else:
+            stories = self._stories(
+                "WHERE EXISTS (SELECT 1 FROM entries m JOIN entry_tags et ON et.entry_id = m.id "
+                "JOIN tags t ON t.id = et.tag_id WHERE m.story_id = s.id AND t.path = ?)",
+                (tag,),
+                limit,
+            )
+            loose = self._entries(f"WHERE e.story_id IS NULL AND e.id IN ({_TAGGED_ENTRY_IDS})", (tag,), limit)
+        merged = stories + [_story_of_one(entry) for entry in loose]
+        merged.sort(key=lambda story: (story.updated, story.id), reverse=True)
+        return merged[:limit]
+
+    def story_items_since(self, since: datetime) -> list[tuple[StoryItem, int]]:
+        """Entries published since `since` that are in a story, with their story, in the order they joined."""
+        rows = self.conn.execute(
+            f"""SELECT e.id, f.name AS feed, e.title, e.summary_text, e.published, e.story_id,
+                       ({_TAG_LIST}) AS tag_list
+                FROM entries e JOIN feeds f ON f.id = e.feed_id
+                WHERE e.published >= ? AND e.story_id IS NOT NULL ORDER BY e.id""",
+            (iso(since),),
+        )
+        return [(_story_item(row), int(row["story_id"])) for row in rows]
+
+    def unassigned_items(self, limit: int) -> list[StoryItem]:
+        """Entries not yet in a story, oldest first."""
+        rows = self.conn.execute(
+            f"""SELECT e.id, f.name AS feed, e.title, e.summary_text, e.published, ({_TAG_LIST}) AS tag_list
+                FROM entries e JOIN feeds f ON f.id = e.feed_id
+                WHERE e.story_id IS NULL ORDER BY e.id LIMIT ?""",
+            (limit,),
+        )
+        return [_story_item(row) for row in rows]
+
+    def _stories(self, where: str, params: Sequence[Any], limit: int | None = None) -> list[Story]:
+        sql = f"SELECT {_STORY_COLUMNS} FROM stories s {where} ORDER BY s.updated DESC, s.id DESC"
+        if limit is not None:
+            sql += f" LIMIT {int(limit)}"
+        heads = self.conn.execute(sql, tuple(params)).fetchall()
+        members: dict[int, list[Entry]] = {int(row["id"]): [] for row in heads}
+        ids = list(members)
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            for entry in self._entries(f"WHERE e.story_id IN ({marks})", chunk, order="e.published, e.id"):
+                assert entry.story_id is not None
+                members[entry.story_id].append(entry)
+        return [
+            Story(
+                id=int(row["id"]),
+                uid=row["uid"],
+                headline=row["headline"],
+                first_seen=_required_date(row["first_seen"]),
+                updated=_required_date(row["updated"]),
+                entries=tuple(members[int(row["id"])]),
+            )
+            for row in heads
+            if members[int(row["id"])]
+        ]
+
+    # -- search -------------------------------------------------------------------------------
+
+    def search(
+        self,
+        query: str,
+        *,
+        tag: str | None = None,
+        since: datetime | None = None,
+        feed: str | None = None,
+        limit: int = 20,
+    ) -> list[SearchHit]:
+        """Entries matching `query` (plain words, or FTS5 syntax), best first by bm25, with snippets.
+
+        Plain words must all appear (in any order); a title match weighs more than one in the
+        summary. Raises SearchQueryError for a query FTS5 cannot read.
+        """
+        match = fts_query(query)
+        where = ["entries_fts MATCH ?"]
+        params: list[Any] = [match]
+        if since is not None:
+            where.append("e.published >= ?")
+            params.append(iso(since))
+        if feed is not None:
+            where.append("f.name = ?")
+            params.append(feed)
+        if tag is not None:
+            where.append(f"e.id IN ({_TAGGED_ENTRY_IDS})")
+            params.append(tag)
+        sql = f"""SELECT {_ENTRY_COLUMNS}, bm25(entries_fts, 5.0, 1.0) AS rank,
+                         snippet(entries_fts, -1, '{MATCH_START}', '{MATCH_END}', '…', {SNIPPET_TOKENS}) AS snip
+                  FROM entries_fts JOIN entries e ON e.id = entries_fts.rowid JOIN feeds f ON f.id = e.feed_id
+                  WHERE {" AND ".join(where)} ORDER BY rank, e.published DESC LIMIT ?"""
+        try:
+            rows = self.conn.execute(sql, (*params, int(limit))).fetchall()
+        except sqlite3.OperationalError as error:
+            if "fts5" in str(error) or "syntax error" in str(error) or "no such column" in str(error):
+                raise SearchQueryError(f"cannot read the search query {query!r}: {error}") from None
+            raise StoreError(f"search failed: {error}") from None
+        return [SearchHit(_entry(row), float(row["rank"]), row["snip"] or "") for row in rows]
+
+
+def fts_query(query: str) -> str:
+    """The FTS5 MATCH expression for what a person typed.
+
+    Plain words become quoted terms that must all appear ("Crypto.com" and "Binance's"
+    are words, not syntax); a query that already uses FTS5 syntax (quotes, AND/OR/NOT,
+    NEAR, a prefix *, a column:) is passed on as written.
+    """
+    text = query.strip()
+    if not text:
+        raise SearchQueryError("the search query is empty; give one or more words")
+    if _FTS_SYNTAX_RE.search(text):
+        return text
+    words = _WORD_RE.findall(text)
+    if not words:
+        raise SearchQueryError(f"the search query {query!r} has no words to look for")
+    return " ".join(f'"{word}"' for word in words)
+
+
+def _required_date(text: str | None) -> datetime:
+    moment = from_iso(text)
+    assert moment is not None, "a story row without a date"
+    return moment
+
+
+def _story_item(row: sqlite3.Row) -> StoryItem:
+    return StoryItem(
+        id=int(row["id"]),
+        feed=row["feed"],
+        title=row["title"],
+        text=row["summary_text"] or "",
+        tags=frozenset(row["tag_list"].split("\x1f")) if row["tag_list"] else frozenset(),
+        published=_required_date(row["published"]),
+    )
+
+
+def _story_of_one(entry: Entry) -> Story:
+    """An entry that is not (yet) in a story, shown as a story of its own."""
+    return Story(
+        id=entry.id,
+        uid=entry.uid,
+        headline=entry.title,
+        first_seen=entry.published,
+        updated=entry.updated,
+        entries=(entry,),
+    )
+
+
+def _entry(row: sqlite3.Row) -> Entry:
+    published = from_iso(row["published"])
+    first_seen = from_iso(row["first_seen"])
+    assert published is not None and first_seen is not None
+    tags = tuple(sorted(row["tag_list"].split("\x1f"))) if row["tag_list"] else ()
+    return Entry(
+        id=row["id"],
+        uid=row["uid"],
+        feed=row["feed"],
+        feed_title=row["feed_title"],
+        feed_link=row["feed_link"],
+        key=row["key"],
+        title=row["title"],
+        link=row["link"],
+        author=row["author"],
+        summary=row["summary"],
+        content=row["content"],
+        published=published,
+        updated=from_iso(row["updated"]) or published,
+        first_seen=first_seen,
+        tags=tags,
+        story_id=row["story_id"],
+        text=row["summary_text"] or "",
+    )
+
+
+def _days_of_hours(hours: Iterable[str], tz: ZoneInfo) -> set[date]:
+    days: set[date] = set()
+    for hour in hours:
+        start = datetime.strptime(hour, "%Y-%m-%dT%H").replace(tzinfo=UTC)
+        days.add(start.astimezone(tz).date())
+        days.add((start + timedelta(minutes=59, seconds=59)).astimezone(tz).date())
+    return days

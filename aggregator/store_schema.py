@@ -1,0 +1,145 @@
+"""The database schema as a list of forward migrations, one per schema version.
+
+Part of the store (the only place with SQL): `Store` runs each missing migration in
+one transaction and records the version in ``PRAGMA user_version``. A migration never
+changes once released; a new need is a new version.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import sqlite_utils
+
+
+def _schema_v1(db: sqlite_utils.Database) -> None:
+    db.table("feeds").create(
+        {
+            "id": int,
+            "name": str,
+            "url": str,
+            "config_url": str,
+            "title": str,
+            "feed_title": str,
+            "site_link": str,
+            "etag": str,
+            "last_modified": str,
+            "body_hash": str,
+            "status": str,
+            "last_error": str,
+            "error_code": str,
+            "error_count": int,
+            "last_fetched": str,
+            "last_ok": str,
+            "next_fetch": str,
+            "retry_after": str,
+            "hints": str,
+            "disabled": int,
+            "active": int,
+        },
+        pk="id",
+        not_null={"name", "url", "config_url", "status"},
+        defaults={"status": "new", "error_count": 0, "disabled": 0, "active": 1},
+    )
+    db.table("feeds").create_index(["name"], unique=True)
+    db.table("stories").create(
+        {"id": int, "headline": str, "first_entry_id": int, "first_seen": str, "updated": str},
+        pk="id",
+    )
+    db.table("entries").create(
+        {
+            "id": int,
+            "feed_id": int,
+            "key": str,
+            "uid": str,
+            "link": str,
+            "canonical_link": str,
+            "title": str,
+            "author": str,
+            "summary": str,
+            "content": str,
+            "published": str,
+            "updated": str,
+            "first_seen": str,
+            "published_known": int,
+            "content_hash": str,
+            "story_id": int,
+        },
+        pk="id",
+        not_null={"feed_id", "key", "uid", "title", "published", "updated", "first_seen"},
+        foreign_keys=[("feed_id", "feeds", "id"), ("story_id", "stories", "id")],
+    )
+    db.table("entries").create_index(["feed_id", "key"], unique=True)
+    db.table("entries").create_index(["published"])
+    db.table("entries").create_index(["canonical_link"])
+    db.table("entries").create_index(["story_id"])
+    db.table("tags").create({"id": int, "path": str}, pk="id", not_null={"path"})
+    db.table("tags").create_index(["path"], unique=True)
+    db.table("entry_tags").create(
+        {"entry_id": int, "tag_id": int},
+        pk=("entry_id", "tag_id"),
+        foreign_keys=[("entry_id", "entries", "id"), ("tag_id", "tags", "id")],
+    )
+    db.table("entry_tags").create_index(["tag_id", "entry_id"])
+
+
+def _schema_v2(db: sqlite_utils.Database) -> None:
+    """Scheduling state: why the next poll is when it is, and small key/value facts (last digest)."""
+    db.table("feeds").add_column("next_reason", str)
+    db.table("meta").create({"key": str, "value": str}, pk="key")
+
+
+def _schema_v3(db: sqlite_utils.Database) -> None:
+    """Change tracking per entry, so a body that flaps between versions is not rewritten every poll."""
+    db.table("entries").add_column("previous_hash", str)
+    db.table("entries").add_column("rewritten_at", str)
+
+
+def _schema_v4(db: sqlite_utils.Database) -> None:
+    """Render only what changed: find rewritten entries without a full scan."""
+    db.table("entries").create_index(["rewritten_at"])
+
+
+def _schema_v5(db: sqlite_utils.Database) -> None:
+    """Search and stories: an FTS5 index over title and plain summary, and what a story knows of itself."""
+    db.table("entries").add_column("summary_text", str)
+    for column, kind in (("uid", str), ("last_seen", str), ("feeds", int), ("size", int)):
+        db.table("stories").add_column(column, kind)
+    db.table("stories").create_index(["first_seen"])
+    db.table("stories").create_index(["updated"])
+    db.execute(
+        "CREATE VIRTUAL TABLE entries_fts USING fts5(title, summary_text, content='entries', "
+        "content_rowid='id', tokenize='unicode61 remove_diacritics 2')"
+    )
+    # External content: the index holds no copy of the text, and triggers keep it in step.
+    db.execute(
+        """CREATE TRIGGER entries_fts_insert AFTER INSERT ON entries BEGIN
+             INSERT INTO entries_fts (rowid, title, summary_text) VALUES (new.id, new.title, new.summary_text);
+           END"""
+    )
+    db.execute(
+        """CREATE TRIGGER entries_fts_delete AFTER DELETE ON entries BEGIN
+             INSERT INTO entries_fts (entries_fts, rowid, title, summary_text)
+             VALUES ('delete', old.id, old.title, old.summary_text);
+           END"""
+    )
+    db.execute(
+        """CREATE TRIGGER entries_fts_update AFTER UPDATE OF title, summary_text ON entries BEGIN
+             INSERT INTO entries_fts (entries_fts, rowid, title, summary_text)
+             VALUES ('delete', old.id, old.title, old.summary_text);
+             INSERT INTO entries_fts (rowid, title, summary_text) VALUES (new.id, new.title, new.summary_text);
+           END"""
+    )
+    db.execute("INSERT INTO entries_fts (entries_fts) VALUES ('rebuild')")
+
+
+MIGRATIONS: dict[int, Callable[[sqlite_utils.Database], None]] = {
+    1: _schema_v1,
+    2: _schema_v2,
+    3: _schema_v3,
+    4: _schema_v4,
+    5: _schema_v5,
+}
+SCHEMA_VERSION = max(MIGRATIONS)
