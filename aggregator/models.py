@@ -135,6 +135,8 @@ class Entry:
     tags: tuple[str, ...] = ()
     story_id: int | None = None
     text: str = ""
+    # The story's stable id (its first entry's uid), for exports and links.
+    story: str | None = None
 
 
 @dataclass(frozen=True)

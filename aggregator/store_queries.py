@@ -20,7 +20,7 @@ from aggregator.models import ChangeMarker, Entry, SearchHit, Story, StoryItem
 _ENTRY_COLUMNS = """
     e.id, e.uid, f.name AS feed, COALESCE(f.title, f.feed_title, f.name) AS feed_title,
     f.site_link AS feed_link, e.key, e.title, e.link, e.author, e.summary, e.content,
-    e.published, e.updated, e.first_seen, e.story_id, e.summary_text,
+    e.published, e.updated, e.first_seen, e.story_id, e.summary_text, st.uid AS story_uid,
     (SELECT group_concat(t.path, char(31)) FROM entry_tags et JOIN tags t ON t.id = et.tag_id
      WHERE et.entry_id = e.id) AS tag_list
 """
@@ -132,7 +132,10 @@ class Queries:
         limit: int | None = None,
         order: str = "e.published DESC, e.id DESC",
     ) -> list[Entry]:
-        sql = f"SELECT {_ENTRY_COLUMNS} FROM entries e JOIN feeds f ON f.id = e.feed_id {where} ORDER BY {order}"
+        sql = (
+            f"SELECT {_ENTRY_COLUMNS} FROM entries e JOIN feeds f ON f.id = e.feed_id "
+            f"LEFT JOIN stories st ON st.id = e.story_id {where} ORDER BY {order}"
+        )
         if limit is not None:
             sql += f" LIMIT {int(limit)}"
         return [_entry(row) for row in self.conn.execute(sql, tuple(params))]
@@ -259,6 +262,7 @@ class Queries:
         sql = f"""SELECT {_ENTRY_COLUMNS}, bm25(entries_fts, 5.0, 1.0) AS rank,
                          snippet(entries_fts, -1, '{MATCH_START}', '{MATCH_END}', '…', {SNIPPET_TOKENS}) AS snip
                   FROM entries_fts JOIN entries e ON e.id = entries_fts.rowid JOIN feeds f ON f.id = e.feed_id
+                  LEFT JOIN stories st ON st.id = e.story_id
                   WHERE {" AND ".join(where)} ORDER BY rank, e.published DESC LIMIT ?"""
         try:
             rows = self.conn.execute(sql, (*params, int(limit))).fetchall()
@@ -339,6 +343,7 @@ def _entry(row: sqlite3.Row) -> Entry:
         tags=tags,
         story_id=row["story_id"],
         text=row["summary_text"] or "",
+        story=row["story_uid"],
     )
 
 
