@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
@@ -21,12 +22,14 @@ from aggregator import __version__
 
 if TYPE_CHECKING:
     from aggregator.config import Settings
-    from aggregator.models import Entry, FeedStatus
+    from aggregator.models import Entry, FeedStatus, SearchHit
     from aggregator.store import Store
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
+TAG_HELP = "Only entries with this tag: a path like Blockchain/Binance, or its last part (any case)."
+DATE = click.DateTime(["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S"])
 EXPORT_FIELDS = ("id", "feed", "title", "link", "author", "published", "updated", "summary", "tags", "story")
 
 
@@ -222,15 +225,118 @@ def _status_record(status: FeedStatus) -> dict[str, Any]:
 
 
 @cli.command()
-@click.option("--format", "output_format", type=click.Choice(["jsonl", "csv"]), default="jsonl", show_default=True)
-@click.option("--since", type=click.DateTime(["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S"]), help="Only entries published since.")
+@click.argument("query")
+@click.option("--tag", metavar="TAG", help=TAG_HELP)
+@click.option("--since", type=DATE, help="Only entries published since (YYYY-MM-DD, UTC).")
+@click.option("--feed", metavar="NAME", help="Only entries of this feed.")
+@click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 10_000), help="At most this many.")
+@click.option("--format", "output_format", type=click.Choice(["table", "json"]), default="table", show_default=True)
 @pass_context
-def export(context: Context, output_format: str, since: datetime | None) -> None:
+def search(
+    context: Context,
+    query: str,
+    tag: str | None,
+    since: datetime | None,
+    feed: str | None,
+    limit: int,
+    output_format: str,
+) -> None:
+    """Full-text search of titles and summaries, best match first.
+
+    Plain words must all appear ("Crypto.com", "Binance's" are words); FTS5 syntax
+    also works: "a phrase", prefix*, OR, NOT, NEAR(...), title:word.
+    """
+    from aggregator.search_page import FilterError, find
+
+    with context.open_store(readonly=True) as store:
+        try:
+            results = find(store, query, tag=tag, feed=feed, since=_utc(since), limit=limit)
+        except FilterError as error:
+            raise click.BadParameter(str(error), param_hint=f"--{error.option}") from None
+    if output_format == "json":
+        click.echo(json.dumps([_hit_record(hit) for hit in results.hits], indent=2, ensure_ascii=False))
+    elif results.hits:
+        click.echo(_hits_table(results.hits, bold=sys.stdout.isatty() and "NO_COLOR" not in os.environ))
+    else:
+        click.echo(f"no entries match {query!r}", err=True)
+
+
+def _hit_record(hit: SearchHit) -> dict[str, Any]:
+    from aggregator.search_page import marked_parts
+
+    entry = hit.entry
+    return {
+        "id": entry.uid,
+        "feed": entry.feed,
+        "title": entry.title,
+        "link": entry.link,
+        "published": _iso(entry.published),
+        "tags": list(entry.tags),
+        "story": entry.story,
+        "snippet": _marked(marked_parts(hit.snippet), bold=False),
+        "rank": hit.rank,
+    }
+
+
+def _hits_table(hits: Sequence[SearchHit], bold: bool) -> str:
+    """Each hit on one line (published, feed, title), its snippet indented on the next."""
+    from aggregator.search_page import hit_text
+
+    shown = [hit_text(hit) for hit in hits]
+    rows = [(_short_time(hit.entry.published), hit.entry.feed) for hit in hits]
+    width = max(len(feed) for _time, feed in rows)
+    lines = [f"{'published':16}  {'feed':{width}}  title"]
+    for (published, feed), text in zip(rows, shown, strict=True):
+        lines.append(f"{published}  {feed:{width}}  {_marked(text.title, bold)}")
+        if text.snippet:
+            lines.append(f"    {_marked(text.snippet, bold)}")
+    return "\n".join(lines)
+
+
+def _marked(parts: Sequence[tuple[str, bool]], bold: bool) -> str:
+    """Matches in bold on a terminal, else between « and »."""
+    return "".join((click.style(text, bold=True) if bold else f"«{text}»") if match else text for text, match in parts)
+
+
+@cli.command()
+@click.option("--format", "output_format", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@pass_context
+def tags(context: Context, output_format: str) -> None:
+    """The tag tree with the number of entries under each tag (children by count, then name)."""
+    from aggregator.search_page import tag_tree
+
+    with context.open_store(readonly=True) as store:
+        tree = tag_tree(store.tags_in_use())
+    if output_format == "json":
+        click.echo(json.dumps([{"tag": node.path, "count": node.count} for node in tree], indent=2))
+        return
+    if not tree:
+        click.echo("no tagged entries yet", err=True)
+        return
+    labels = ["  " * node.depth + node.name for node in tree]
+    width = max(len(label) for label in labels)
+    lines = [f"{'tag':{width}}  entries"]
+    lines += [f"{label:{width}}  {node.count:>7}" for label, node in zip(labels, tree, strict=True)]
+    click.echo("\n".join(lines))
+
+
+@cli.command()
+@click.option("--format", "output_format", type=click.Choice(["jsonl", "csv"]), default="jsonl", show_default=True)
+@click.option("--since", type=DATE, help="Only entries published since (YYYY-MM-DD, UTC).")
+@click.option("--tag", metavar="TAG", help=TAG_HELP)
+@pass_context
+def export(context: Context, output_format: str, since: datetime | None, tag: str | None) -> None:
     """Write one record per entry (id, feed, title, link, author, published, updated,
     summary, tags, story) to stdout, streaming."""
-    since_utc = since.replace(tzinfo=UTC) if since else None
+    from aggregator.search_page import FilterError, resolve_tag
+
     with context.open_store(readonly=True) as store:
-        records = (_export_record(entry) for entry in store.iter_entries(since_utc))
+        if tag is not None:
+            try:
+                tag = resolve_tag(tag, (path for path, _count in store.tags_in_use()))
+            except FilterError as error:
+                raise click.BadParameter(str(error), param_hint="--tag") from None
+        records = (_export_record(entry) for entry in store.iter_entries(_utc(since), tag=tag))
         if output_format == "jsonl":
             for record in records:
                 sys.stdout.write(json.dumps(record, ensure_ascii=False) + "\n")
@@ -249,7 +355,7 @@ def _export_record(entry: Entry) -> dict[str, Any]:
         "updated": _iso(entry.updated),
         "summary": entry.summary,
         "tags": list(entry.tags),
-        "story": entry.story_id,
+        "story": entry.story,
     }
 
 
@@ -286,14 +392,17 @@ def run(context: Context, once: bool, no_serve: bool, host: str, port: int) -> N
 @click.option("--port", default=8080, show_default=True, type=click.IntRange(0, 65535), help="Port to listen on.")
 @pass_context
 def serve(context: Context, host: str, port: int) -> None:
-    """Serve output_dir over HTTP (ETag/304, gzip); read-only, works beside a running daemon."""
-    from aggregator.web import OutputServer
+    """Serve output_dir over HTTP (ETag/304, gzip) and a search page at /search;
+    read-only, works beside a running daemon."""
+    from aggregator.web import SEARCH_PATH, OutputServer
 
     _setup_logging(context.verbosity, context.log_format, daemon=True)
     settings = context.settings
     settings.output_dir.mkdir(parents=True, exist_ok=True)
-    server = OutputServer(settings.output_dir, host, port)
-    click.echo(f"serving {settings.output_dir} on {server.url} (Ctrl-C to stop)")
+    server = OutputServer(settings.output_dir, host, port, database=settings.database, site=settings.site)
+    search_url = server.url.rstrip("/") + SEARCH_PATH
+    click.echo(f"serving {settings.output_dir} on {server.url}, search at {search_url} (Ctrl-C to stop)")
+    sys.stdout.flush()  # a supervisor or test reading the pipe learns the address now, not at exit
     try:
         server.serve_forever()
     except KeyboardInterrupt:
@@ -355,6 +464,11 @@ def _size(size: int) -> str:
     return f"{size}B"
 
 
+def _utc(moment: datetime | None) -> datetime | None:
+    """A date given on the command line (naive) as UTC."""
+    return moment.replace(tzinfo=UTC) if moment else None
+
+
 def _iso(moment: datetime | None) -> str | None:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ") if moment else None
 
@@ -374,7 +488,7 @@ def _table(header: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> str:
 
 def main() -> None:
     """Entry point: run the click group and turn our errors into exit codes."""
-    from aggregator.errors import AggregatorError, ConfigError
+    from aggregator.errors import AggregatorError, ConfigError, SearchQueryError
 
     try:
         code = cli.main(standalone_mode=False)
@@ -384,7 +498,7 @@ def main() -> None:
     except click.ClickException as error:
         error.show()
         sys.exit(EXIT_USAGE if error.exit_code == EXIT_USAGE else error.exit_code)
-    except ConfigError as error:
+    except (ConfigError, SearchQueryError) as error:
         click.echo(f"error: {error}", err=True)
         sys.exit(EXIT_USAGE)
     except AggregatorError as error:

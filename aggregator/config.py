@@ -47,6 +47,9 @@ class Settings:
     timezone: str
     digest_time: str
     digest_max_stories: int
+    feed_per: str
+    feed_items: int
+    tag_feed_items: int
     concurrency: int
     per_host: int
     render_debounce_seconds: float
@@ -63,6 +66,10 @@ class Settings:
             output_dir=str(self.output_dir),
             timezone=self.timezone,
             templates_dir=str(self.templates_dir) if self.templates_dir else None,
+            feed_entries=self.feed_items,
+            tag_feed_entries=self.tag_feed_items,
+            feed_per=self.feed_per,
+            digest_max_stories=self.digest_max_stories,
         )
 
     def feed(self, name: str) -> FeedConfig:
@@ -153,6 +160,9 @@ def _resolve(config_path: Path, parsed: ConfigFile) -> Settings:
         timezone=parsed.timezone,
         digest_time=parsed.digest.time,
         digest_max_stories=parsed.digest.max_stories,
+        feed_per=parsed.output.per,
+        feed_items=parsed.output.feed_items,
+        tag_feed_items=parsed.output.tag_feed_items,
         concurrency=parsed.fetch.concurrency,
         per_host=parsed.fetch.per_host,
         render_debounce_seconds=parsed.daemon.render_debounce,

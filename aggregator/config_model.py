@@ -12,7 +12,7 @@ import re
 from collections.abc import Sequence
 from datetime import time as dt_time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
@@ -137,6 +137,12 @@ class DaemonSettings(_Strict):
     max_jitter: Duration = DEFAULT_MAX_JITTER_SECONDS
 
 
+class OutputSettings(_Strict):
+    per: Literal["story", "entry"] = "story"
+    feed_items: int = Field(default=100, gt=0, le=10_000)
+    tag_feed_items: int = Field(default=50, gt=0, le=10_000)
+
+
 class FetchSettings(_Strict):
     concurrency: int = Field(default=32, ge=1, le=256)
     per_host: int = Field(default=16, ge=1, le=64)
@@ -200,6 +206,7 @@ class ConfigFile(_Strict):
     digest: DigestSettings = Field(default_factory=DigestSettings)
     fetch: FetchSettings = Field(default_factory=FetchSettings)
     daemon: DaemonSettings = Field(default_factory=DaemonSettings)
+    output: OutputSettings = Field(default_factory=OutputSettings)
     feeds: list[FeedEntry] = Field(default_factory=list)
     tags: dict[str, TagSpec] = Field(default_factory=dict)
 

@@ -225,6 +225,9 @@ class SiteConfig:
     templates_dir: str | None = None
     feed_entries: int = 100
     tag_feed_entries: int = 50
+    # "story": one feed item per story, refreshed as outlets join; "entry": one per entry.
+    feed_per: str = "story"
+    digest_max_stories: int = 60
 
 
 @dataclass(frozen=True)
@@ -345,3 +348,4 @@ class ChangeMarker:
 
     last_id: int = 0
     last_rewrite: str = ""
+    last_story: str = ""

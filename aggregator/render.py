@@ -1,15 +1,16 @@
-"""Write the reader's outputs: daily digest pages and Atom feeds, from store queries.
+"""Write the reader's outputs: daily digest pages, tag pages and Atom feeds, from store queries.
 
-render reads entries through `EntrySource` (the store satisfies it), turns them into
-small view values, fills the Jinja2 templates and writes each file atomically, so a
-reader or a web server never sees half a page. It is the only module that imports
-jinja2. It knows nothing of SQL, HTTP or feed parsing, and never renders stored HTML
-unescaped in a page: the digest shows plain text, the feeds carry the (already
+render reads stories and entries through `EntrySource` (the store satisfies it), turns
+them into view values (`digest`), fills the Jinja2 templates and writes each file
+atomically, so a reader or a web server never sees half a page. It is the only module
+that imports jinja2. It knows nothing of SQL, HTTP or feed parsing, and never renders
+stored HTML unescaped in a page: pages show plain text, feeds carry the (already
 sanitized) HTML escaped as Atom `type="html"` text.
 
-Outputs under `site.output_dir`: `index.html`, `digest/YYYY-MM-DD.html`, `feed.atom`
-and `tags/<path in lower case>.atom`. Files whose bytes would not change are left
-alone (no rewrite, no fsync), which keeps a full render cheap.
+Outputs under `site.output_dir`: `index.html`, `digest/YYYY-MM-DD.html`, `feed.atom`, and
+per tag `tags/<path in lower case>.html` and `.atom`. The merged and tag feeds carry one
+item per story by default (`site.feed_per`): when an outlet joins a story, its item's
+`updated` changes and its id does not. Files whose bytes would not change are left alone.
 """
 
 from __future__ import annotations
@@ -21,71 +22,73 @@ import html
 import json
 import logging
 import os
-import re
 import tempfile
-import unicodedata
 import urllib.parse
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
 import jinja2
 
 from aggregator import PROJECT_URL, __version__
-from aggregator.models import ChangeMarker, Entry, SiteConfig
+from aggregator.digest import (
+    XML_INVALID,
+    DigestSection,
+    digest_sections,
+    plain_summary,
+    section_for,
+    tag_feed_path,
+    tag_page_path,
+    view,
+    web_link,
+    xml_text,
+)
+from aggregator.models import ChangeMarker, Entry, SiteConfig, Story
+
+__all__ = [
+    "AtomEntry",
+    "EntrySource",
+    "RenderReport",
+    "atom_feed",
+    "digest_html",
+    "digest_path",
+    "index_html",
+    "plain_summary",
+    "render_all",
+    "section_for",
+    "story_feed",
+    "tag_feed_path",
+    "tag_html",
+    "tag_page_path",
+    "template_environment",
+    "write_atomic",
+]
 
 log = logging.getLogger(__name__)
 
-#: Length, in characters, of the plain-text summary shown under each digest headline.
-SUMMARY_CHARS = 280
-#: How much of an entry's HTML is looked at to derive that summary (content can be huge).
-SUMMARY_SOURCE_CHARS = 4000
-#: Section an entry lands in when it has no tags.
-OTHER_SECTION = "Other"
-#: Which top-level tag an entry is listed under when it has several: what happened
-#: (a hack, a lawsuit, an ETF) says more than which coin or company it was about, so
-#: the topics come first in this order, then any other top-level tag (alphabetically),
-#: and `Blockchain` (coins, networks, companies) last.
-SECTION_PRIORITY: tuple[str, ...] = (
-    "Security",
-    "Regulation",
-    "ETF",
-    "CBDC",
-    "DeFi",
-    "NFT",
-    "Mining",
-    "Markets",
-)
-CATCH_ALL_SECTION = "Blockchain"
-
 DIGEST_TEMPLATE = "digest.html"
+TAG_TEMPLATE = "tag.html"
 ATOM_TEMPLATE = "feed.atom"
 FEED_FILE = "feed.atom"
 INDEX_FILE = "index.html"
 RENDER_STATE_FILE = ".render-state.json"
 DIGEST_DIR = "digest"
-TAGS_DIR = "tags"
-
-# Characters XML 1.0 forbids; a stray control character from a feed would make the
-# whole output feed unreadable.
-_XML_INVALID = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
-# What may not stand in a link as written: spaces and controls are percent-encoded.
-_URL_UNSAFE = re.compile("[\x00-\x20\x7f]|" + _XML_INVALID.pattern)
-_SCRIPT_OR_STYLE = re.compile(r"<(script|style)\b.*?</\1\s*>", re.I | re.S)
-_TAG = re.compile(r"<[^>]*>")
-_TRAILING_PARTIAL_TAG = re.compile(r"<[^>]*$")
-_WHITESPACE = re.compile(r"\s+")
-_UNSAFE_SEGMENT_CHARS = re.compile(r"[^a-z0-9._-]")
+PER_STORY = "story"
+PER_ENTRY = "entry"
 
 
 class EntrySource(Protocol):
     """The queries render needs; the store implements them (all dates UTC-aware)."""
 
-    def entries_between(self, start: datetime, end: datetime) -> list[Entry]:
-        """Entries published in [start, end), newest first."""
+    def stories_between(self, start: datetime, end: datetime) -> list[Story]:
+        """Stories first seen in [start, end) (an entry in no story yet counts as a story of one)."""
+        ...
+
+    def recent_stories(self, limit: int, tag: str | None = None) -> list[Story]:
+        """The `limit` stories most recently started or joined (with an entry tagged `tag`), newest first."""
         ...
 
     def recent_entries(self, limit: int) -> list[Entry]:
@@ -101,15 +104,15 @@ class EntrySource(Protocol):
         ...
 
     def change_marker(self) -> ChangeMarker:
-        """Where the entries stand now, to ask later what changed since."""
+        """Where entries and stories stand now, to ask later what changed since."""
         ...
 
     def days_changed_since(self, marker: ChangeMarker, tz: ZoneInfo) -> set[date]:
-        """Days (in `tz`) with entries added or rewritten after `marker`."""
+        """Days (in `tz`) whose stories gained or changed entries after `marker`."""
         ...
 
     def tags_changed_since(self, marker: ChangeMarker) -> set[str]:
-        """Tags of the entries added or rewritten after `marker`."""
+        """Tags of the entries and stories added, rewritten or joined after `marker`."""
         ...
 
     def entry_days(self, tz: ZoneInfo) -> list[date]:
@@ -119,7 +122,7 @@ class EntrySource(Protocol):
 
 @dataclass(frozen=True)
 class RenderReport:
-    """What one `render_all` did: files (re)written, files left as they were, pages, tag feeds."""
+    """What one `render_all` did: files (re)written, files left as they were, pages, tags."""
 
     files_written: int
     files_unchanged: int
@@ -127,35 +130,9 @@ class RenderReport:
     tags: int
 
 
-# ------------------------------------------------------------------ view values
-
-
-@dataclass(frozen=True)
-class DigestEntry:
-    """One entry as a digest page shows it: plain text only, times in the site's zone."""
-
-    title: str
-    link: str | None
-    outlet: str
-    outlet_link: str | None
-    time: str
-    published: str
-    tags: tuple[str, ...]
-    summary: str
-
-
-@dataclass(frozen=True)
-class DigestSection:
-    """A top-level tag and the entries listed under it on one page."""
-
-    name: str
-    feed_href: str | None
-    entries: tuple[DigestEntry, ...]
-
-
 @dataclass(frozen=True)
 class AtomEntry:
-    """One entry as an output feed carries it; dates are RFC 3339 UTC strings."""
+    """One item of an output feed (an entry or a story); dates are RFC 3339 UTC strings."""
 
     id: str
     title: str
@@ -166,7 +143,7 @@ class AtomEntry:
     categories: tuple[str, ...]
     summary_html: str
     content_html: str
-    source_id: str
+    source_id: str | None
     source_title: str
     source_link: str | None
 
@@ -175,13 +152,12 @@ class AtomEntry:
 
 
 def render_all(source: EntrySource, site: SiteConfig, now: datetime, full: bool = False) -> RenderReport:
-    """Write the digest pages, `index.html`, `feed.atom` and the feed of each tag.
+    """Write the digest pages, `index.html`, `feed.atom` and each tag's page and feed.
 
     Incremental unless `full` (or the site settings or templates changed since the last
-    render): only the days and tags whose entries were added or rewritten since then are
-    written again, plus the pages next to a new day (their navigation changes) and any page
-    missing on disk; the index and the merged feed always. Tag feeds of tags no longer in
-    use are left on disk as they were.
+    render): only the days and tags whose stories changed since then are written again,
+    plus the pages next to a new day (their navigation changes) and any page missing on
+    disk; the index and the merged feed always. Outputs of tags no longer in use stay.
     """
     tz = ZoneInfo(site.timezone)
     out = Path(site.output_dir)
@@ -206,37 +182,17 @@ def render_all(source: EntrySource, site: SiteConfig, now: datetime, full: bool 
         writer.publish(out / digest_path(day), page)
 
     writer.publish(out / INDEX_FILE, index_html(source, site, now, days, env=env))
-
-    writer.publish(
-        out / FEED_FILE,
-        atom_feed(
-            source.recent_entries(site.feed_entries),
-            site=site,
-            title=site.title,
-            self_path=FEED_FILE,
-            now=now,
-            env=env,
-        ),
-    )
-
+    writer.publish(out / FEED_FILE, _merged_feed(source, site, now, env, tag=None))
     for tag in tags:
-        path = tag_feed_path(tag)
-        feed = atom_feed(
-            source.entries_for_tag(tag, site.tag_feed_entries),
-            site=site,
-            title=f"{site.title}: {tag}",
-            self_path=path,
-            now=now,
-            env=env,
-        )
-        writer.publish(out / path, feed)
+        writer.publish(out / tag_feed_path(tag), _merged_feed(source, site, now, env, tag=tag))
+        writer.publish(out / tag_page_path(tag), tag_html(source, site, tag, env=env))
 
     _RenderState(fingerprint, marker, frozenset(days)).save(out)
     report = RenderReport(
         files_written=writer.written, files_unchanged=writer.unchanged, days=len(day_set), tags=len(tags)
     )
     log.info(
-        "rendered %d day pages and %d tag feeds into %s (%d files written, %d unchanged)",
+        "rendered %d day pages and %d tags into %s (%d files written, %d unchanged)",
         report.days,
         report.tags,
         out,
@@ -244,61 +200,6 @@ def render_all(source: EntrySource, site: SiteConfig, now: datetime, full: bool 
         report.files_unchanged,
     )
     return report
-
-
-def _days_to_render(
-    source: EntrySource, previous: _RenderState, days: list[date], tz: ZoneInfo, out: Path
-) -> set[date]:
-    """Changed days, new days and their neighbours (whose next/previous links change), missing pages."""
-    wanted = source.days_changed_since(previous.marker, tz)
-    for index, day in enumerate(days):
-        if day not in previous.days:
-            wanted.update(days[max(index - 1, 0) : index + 2])
-        elif not (out / digest_path(day)).exists():
-            wanted.add(day)
-    return wanted & set(days)
-
-
-@dataclass(frozen=True)
-class _RenderState:
-    """What the last render covered, kept beside the outputs (a dotfile: `serve` never shows it)."""
-
-    fingerprint: str
-    marker: ChangeMarker
-    days: frozenset[date]
-
-    @classmethod
-    def load(cls, out: Path, fingerprint: str) -> _RenderState | None:
-        try:
-            data = json.loads((out / RENDER_STATE_FILE).read_text(encoding="utf-8"))
-            if data.get("fingerprint") != fingerprint:
-                return None
-            return cls(
-                fingerprint=fingerprint,
-                marker=ChangeMarker(int(data["last_id"]), str(data["last_rewrite"])),
-                days=frozenset(date.fromisoformat(day) for day in data["days"]),
-            )
-        except (OSError, ValueError, KeyError, TypeError):
-            return None  # no state, or one we cannot trust: render everything
-
-    def save(self, out: Path) -> None:
-        data = {
-            "fingerprint": self.fingerprint,
-            "last_id": self.marker.last_id,
-            "last_rewrite": self.marker.last_rewrite,
-            "days": sorted(day.isoformat() for day in self.days),
-        }
-        write_atomic(out / RENDER_STATE_FILE, json.dumps(data).encode("utf-8"))
-
-
-def _site_fingerprint(site: SiteConfig) -> str:
-    """Changes when anything that shapes every page does: the settings, the templates, this program."""
-    digest = hashlib.sha256(repr((site, __version__)).encode("utf-8"))
-    for directory in (site.templates_dir, str(shipped_templates_dir())):
-        for template in sorted(Path(directory).glob("*")) if directory else ():
-            stat = template.stat()
-            digest.update(f"{template}:{stat.st_mtime_ns}:{stat.st_size}".encode())
-    return digest.hexdigest()
 
 
 def digest_html(
@@ -312,24 +213,29 @@ def digest_html(
     notice: str | None = None,
     env: jinja2.Environment | None = None,
 ) -> bytes:
-    """One day's digest page: that day's entries (in the site's zone), grouped by top-level tag.
+    """One day's digest: its stories (first seen that day, in the site's zone), top stories first.
 
     `at_index` says where the page will live (`index.html` or `digest/`), which decides
-    its relative links. Only this day's entries are queried, so a caller can re-render
+    its relative links. Only this day's stories are queried, so a caller can re-render
     just the days that changed (and their neighbours, whose navigation may change).
     """
     tz = ZoneInfo(site.timezone)
     start = datetime.combine(day, time(), tzinfo=tz).astimezone(UTC)
     end = datetime.combine(day + timedelta(days=1), time(), tzinfo=tz).astimezone(UTC)
-    entries = source.entries_between(start, end)
+    stories = source.stories_between(start, end)
     root = "" if at_index else "../"
+    sections, more = _cap(digest_sections(stories, tz, root=root), site.digest_max_stories)
     return _render_page(
         env or template_environment(site.templates_dir),
+        DIGEST_TEMPLATE,
         site,
         root=root,
-        day=day,
-        sections=group_sections(entries, tz, root=root),
-        entry_count=len(entries),
+        day=day.isoformat(),
+        day_long=f"{day:%A}, {day.day} {day:%B %Y}",
+        sections=sections,
+        story_count=len(stories),
+        more=more,
+        entry_count=sum(len(story.entries) for story in stories),
         previous_href=_day_href(previous_day, at_index),
         next_href=_day_href(next_day, at_index),
         notice=notice,
@@ -344,7 +250,7 @@ def index_html(
     *,
     env: jinja2.Environment | None = None,
 ) -> bytes:
-    """`index.html`: today's digest, else the latest day with entries, else an empty page.
+    """`index.html`: today's digest, else the latest day with news, else an empty page.
 
     `days` is `source.entry_days(tz)` (ascending), passed in so it is queried once.
     """
@@ -354,10 +260,14 @@ def index_html(
     if not days:
         return _render_page(
             env,
+            DIGEST_TEMPLATE,
             site,
             root="",
             day=None,
+            day_long=None,
             sections=[],
+            story_count=0,
+            more=[],
             entry_count=0,
             previous_href=None,
             next_href=None,
@@ -380,6 +290,28 @@ def index_html(
     )
 
 
+def tag_html(source: EntrySource, site: SiteConfig, tag: str, *, env: jinja2.Environment | None = None) -> bytes:
+    """A tag's page: its most recent stories, newest first, with a link to the tag's feed."""
+    tz = ZoneInfo(site.timezone)
+    path = tag_page_path(tag)
+    root = "../" * path.count("/")
+    stories = source.recent_stories(site.tag_feed_entries, tag=tag)
+    views = [view(story, tz, root) for story in stories]
+    parent = tag.rsplit("/", 1)[0] if "/" in tag else None
+    return _render_page(
+        env or template_environment(site.templates_dir),
+        TAG_TEMPLATE,
+        site,
+        root=root,
+        tag=xml_text(tag),
+        tag_feed_href=root + tag_feed_path(tag),
+        parent=xml_text(parent) if parent else None,
+        parent_href=root + tag_page_path(parent) if parent else None,
+        stories=views,
+        days=[(day, [v for v in views if v.first_seen[:10] == day]) for day in _distinct_days(views)],
+    )
+
+
 def atom_feed(
     entries: Sequence[Entry],
     *,
@@ -389,7 +321,7 @@ def atom_feed(
     now: datetime,
     env: jinja2.Environment | None = None,
 ) -> bytes:
-    """An Atom 1.0 (RFC 4287) document of `entries`, in the order given.
+    """An Atom 1.0 (RFC 4287) document with one item per entry, in the order given.
 
     `self_path` is the feed's path under the output directory (`feed.atom`,
     `tags/blockchain.atom`); with `site.site_url` it makes the feed's id and
@@ -397,35 +329,24 @@ def atom_feed(
     """
     base = _site_base(site.site_url)
     now_utc = _as_utc(now)
-    items = [_atom_entry(entry, base, now_utc) for entry in entries]
-    updated = max((item.updated for item in items), default=_rfc3339(now_utc))
-    template = (env or template_environment(site.templates_dir)).get_template(ATOM_TEMPLATE)
-    text = template.render(
-        feed_id=base + self_path,
-        title=_xml_text(title),
-        updated=updated,
-        self_href=base + self_path,
-        site_href=base,
-        author=_xml_text(site.title),
-        generator_uri=PROJECT_URL,
-        generator_version=__version__,
-        entries=items,
-    )
-    return text.encode("utf-8")
+    return _atom_document([_atom_entry(entry, base, now_utc) for entry in entries], site, title, self_path, now, env)
 
 
-def tag_feed_path(tag: str) -> str:
-    """Where a tag's feed lives under the output directory.
-
-    `Blockchain/Binance` -> `tags/blockchain/binance.atom`.
-
-    Each segment is lower-cased and reduced to `[a-z0-9._-]` (spaces become `-`,
-    accents are dropped); it never starts with a dot, so `..` and hidden files cannot
-    occur, and a segment left empty becomes `_` plus a short hash of the original.
-    Two tags differing only in case or punctuation share a file.
-    """
-    segments = [segment for segment in tag.split("/") if segment.strip()] or [tag]
-    return TAGS_DIR + "/" + "/".join(_safe_segment(segment) for segment in segments) + ".atom"
+def story_feed(
+    stories: Sequence[Story],
+    *,
+    site: SiteConfig,
+    title: str,
+    self_path: str,
+    now: datetime,
+    env: jinja2.Environment | None = None,
+) -> bytes:
+    """An Atom 1.0 document with one item per story: its id is the story's (stable as outlets
+    join), its `updated` the time the last outlet joined, its content every outlet's report."""
+    now_utc = _as_utc(now)
+    items = [_atom_story(story, site, now_utc) for story in stories]
+    items.sort(key=lambda item: item.updated, reverse=True)
+    return _atom_document(items, site, title, self_path, now, env)
 
 
 def digest_path(day: date) -> str:
@@ -476,55 +397,63 @@ def shipped_templates_dir() -> Path:
     return Path(__file__).resolve().parent.parent / "templates"
 
 
-# ------------------------------------------------------------------ digest grouping
+# ------------------------------------------------------------------ incremental renders
 
 
-def group_sections(entries: Sequence[Entry], tz: ZoneInfo, *, root: str = "") -> list[DigestSection]:
-    """Group a day's entries into sections, each entry exactly once, newest first in each.
+def _days_to_render(
+    source: EntrySource, previous: _RenderState, days: list[date], tz: ZoneInfo, out: Path
+) -> set[date]:
+    """Changed days, new days and their neighbours (whose next/previous links change), missing pages."""
+    wanted = source.days_changed_since(previous.marker, tz)
+    for index, day in enumerate(days):
+        if day not in previous.days:
+            wanted.update(days[max(index - 1, 0) : index + 2])
+        elif not (out / digest_path(day)).exists():
+            wanted.add(day)
+    return wanted & set(days)
 
-    An entry goes under its top-level tag of highest `SECTION_PRIORITY`; untagged
-    entries under "Other". Sections are ordered by size, then by priority, "Other" last.
-    `root` is the page's way back to the output directory (`""` or `"../"`).
-    """
-    by_section: dict[str, list[Entry]] = {}
-    for entry in entries:
-        by_section.setdefault(section_for(entry.tags), []).append(entry)
 
-    def order(name: str) -> tuple[int, int, tuple[int, str]]:
-        return (name == OTHER_SECTION, -len(by_section[name]), _section_rank(name))
+@dataclass(frozen=True)
+class _RenderState:
+    """What the last render covered, kept beside the outputs (a dotfile: `serve` never shows it)."""
 
-    sections = []
-    for name in sorted(by_section, key=order):
-        members = sorted(by_section[name], key=lambda entry: _as_utc(entry.published), reverse=True)
-        feed_href = None if name == OTHER_SECTION else root + tag_feed_path(name)
-        sections.append(
-            DigestSection(
-                name=_xml_text(name),
-                feed_href=feed_href,
-                entries=tuple(_digest_entry(entry, tz) for entry in members),
+    fingerprint: str
+    marker: ChangeMarker
+    days: frozenset[date]
+
+    @classmethod
+    def load(cls, out: Path, fingerprint: str) -> _RenderState | None:
+        try:
+            data = json.loads((out / RENDER_STATE_FILE).read_text(encoding="utf-8"))
+            if data.get("fingerprint") != fingerprint:
+                return None
+            return cls(
+                fingerprint=fingerprint,
+                marker=ChangeMarker(int(data["last_id"]), str(data["last_rewrite"]), str(data["last_story"])),
+                days=frozenset(date.fromisoformat(day) for day in data["days"]),
             )
-        )
-    return sections
+        except (OSError, ValueError, KeyError, TypeError):
+            return None  # no state, or one we cannot trust: render everything
+
+    def save(self, out: Path) -> None:
+        data = {
+            "fingerprint": self.fingerprint,
+            "last_id": self.marker.last_id,
+            "last_rewrite": self.marker.last_rewrite,
+            "last_story": self.marker.last_story,
+            "days": sorted(day.isoformat() for day in self.days),
+        }
+        write_atomic(out / RENDER_STATE_FILE, json.dumps(data).encode("utf-8"))
 
 
-def section_for(tags: Sequence[str]) -> str:
-    """The one section (top-level tag) an entry with these tags is listed under."""
-    tops = {tag.split("/", 1)[0] for tag in tags if tag.split("/", 1)[0]}
-    if not tops:
-        return OTHER_SECTION
-    return min(tops, key=_section_rank)
-
-
-def plain_summary(summary_html: str, content_html: str, limit: int = SUMMARY_CHARS) -> str:
-    """A short plain-text summary of an entry, from its summary HTML, else its content HTML."""
-    text = _html_to_text(summary_html) or _html_to_text(content_html)
-    if len(text) <= limit:
-        return text
-    cut = text[: limit - 1]
-    space = cut.rfind(" ")
-    if space > limit // 2:
-        cut = cut[:space]
-    return cut.rstrip(" ,;:.-–—") + "…"
+def _site_fingerprint(site: SiteConfig) -> str:
+    """Changes when anything that shapes every page does: the settings, the templates, this program."""
+    digest = hashlib.sha256(repr((site, __version__)).encode("utf-8"))
+    for directory in (site.templates_dir, str(shipped_templates_dir())):
+        for template in sorted(Path(directory).glob("*")) if directory else ():
+            stat = template.stat()
+            digest.update(f"{template}:{stat.st_mtime_ns}:{stat.st_size}".encode())
+    return digest.hexdigest()
 
 
 # ------------------------------------------------------------------ private helpers
@@ -574,32 +503,72 @@ def _same_bytes(path: Path, data: bytes) -> bool:
         return False
 
 
-def _render_page(
-    env: jinja2.Environment,
-    site: SiteConfig,
-    *,
-    root: str,
-    day: date | None,
-    sections: list[DigestSection],
-    entry_count: int,
-    previous_href: str | None,
-    next_href: str | None,
-    notice: str | None,
+def _merged_feed(
+    source: EntrySource, site: SiteConfig, now: datetime, env: jinja2.Environment, *, tag: str | None
 ) -> bytes:
-    text = env.get_template(DIGEST_TEMPLATE).render(
-        site_title=_xml_text(site.title),
+    """`feed.atom` (no tag) or a tag's feed, one item per story or per entry as configured."""
+    title = site.title if tag is None else f"{site.title}: {tag}"
+    path = FEED_FILE if tag is None else tag_feed_path(tag)
+    limit = site.feed_entries if tag is None else site.tag_feed_entries
+    if site.feed_per == PER_ENTRY:
+        entries = source.recent_entries(limit) if tag is None else source.entries_for_tag(tag, limit)
+        return atom_feed(entries, site=site, title=title, self_path=path, now=now, env=env)
+    stories = source.recent_stories(limit, tag=tag)
+    return story_feed(stories, site=site, title=title, self_path=path, now=now, env=env)
+
+
+def _atom_document(
+    items: list[AtomEntry],
+    site: SiteConfig,
+    title: str,
+    self_path: str,
+    now: datetime,
+    env: jinja2.Environment | None,
+) -> bytes:
+    base = _site_base(site.site_url)
+    updated = max((item.updated for item in items), default=_rfc3339(_as_utc(now)))
+    template = (env or template_environment(site.templates_dir)).get_template(ATOM_TEMPLATE)
+    text = template.render(
+        feed_id=base + self_path,
+        title=xml_text(title),
+        updated=updated,
+        self_href=base + self_path,
+        site_href=base,
+        author=xml_text(site.title),
+        generator_uri=PROJECT_URL,
+        generator_version=__version__,
+        entries=items,
+    )
+    return text.encode("utf-8")
+
+
+def _cap(sections: list[DigestSection], max_stories: int) -> tuple[list[DigestSection], list[Any]]:
+    """The first `max_stories` stories in full (top stories, then sections in order), the rest listed briefly."""
+    kept: list[DigestSection] = []
+    more: list[Any] = []
+    room = max_stories
+    for section in sections:
+        shown, rest = section.stories[: max(room, 0)], section.stories[max(room, 0) :]
+        if shown:
+            kept.append(DigestSection(section.name, section.anchor, section.tag_href, section.feed_href, shown))
+        more.extend(rest)
+        room -= len(shown)
+    return kept, more
+
+
+def _render_page(env: jinja2.Environment, template: str, site: SiteConfig, *, root: str, **values: Any) -> bytes:
+    text = env.get_template(template).render(
+        site_title=xml_text(site.title),
         root=root,
         feed_href=root + FEED_FILE,
         index_href=root + INDEX_FILE,
-        day=day.isoformat() if day else None,
-        day_long=f"{day:%A}, {day.day} {day:%B %Y}" if day else None,
-        sections=sections,
-        entry_count=entry_count,
-        previous_href=previous_href,
-        next_href=next_href,
-        notice=notice,
+        **values,
     )
     return text.encode("utf-8")
+
+
+def _distinct_days(views: Sequence[Any]) -> list[str]:
+    return list(dict.fromkeys(v.first_seen[:10] for v in views))
 
 
 def _day_href(day: date | None, at_index: bool) -> str | None:
@@ -614,90 +583,77 @@ def _index_day(days: Sequence[date], today: date) -> date:
     return past[-1] if past else days[0]
 
 
-def _section_rank(name: str) -> tuple[int, str]:
-    if name in SECTION_PRIORITY:
-        return (SECTION_PRIORITY.index(name), "")
-    if name == CATCH_ALL_SECTION:
-        return (len(SECTION_PRIORITY) + 1, name)
-    return (len(SECTION_PRIORITY), name.casefold())
-
-
-def _digest_entry(entry: Entry, tz: ZoneInfo) -> DigestEntry:
-    local = _as_utc(entry.published).astimezone(tz)
-    return DigestEntry(
-        title=_xml_text(entry.title).strip() or "(untitled)",
-        link=_web_link(entry.link),
-        outlet=_xml_text(entry.feed_title or entry.feed),
-        outlet_link=_web_link(entry.feed_link),
-        time=f"{local:%H:%M}",
-        published=local.isoformat(timespec="minutes"),
-        tags=tuple(_xml_text(tag) for tag in _leaf_tags(entry.tags)),
-        summary=_xml_text(plain_summary(entry.summary, entry.content)),
-    )
-
-
-def _leaf_tags(tags: Sequence[str]) -> tuple[str, ...]:
-    """The most specific tags: `Blockchain` is dropped when `Blockchain/Binance` is there."""
-    unique = sorted(set(tags))
-    return tuple(tag for tag in unique if not any(other.startswith(tag + "/") for other in unique))
-
-
-def _html_to_text(fragment: str) -> str:
-    if not fragment:
-        return ""
-    text = fragment[:SUMMARY_SOURCE_CHARS]
-    text = _SCRIPT_OR_STYLE.sub(" ", text)
-    text = _TAG.sub(" ", text)
-    text = _TRAILING_PARTIAL_TAG.sub(" ", text)
-    text = html.unescape(text)
-    return _WHITESPACE.sub(" ", text).strip()
-
-
-def _web_link(url: str | None) -> str | None:
-    """The URL if a reader can safely follow it (http or https), else None.
-
-    Spaces, controls and characters XML forbids are percent-encoded (as UTF-8, lone
-    surrogates included), as a browser would, so the link is always well-formed.
-    """
-    if not url:
-        return None
-    url = url.strip()
-    scheme = url.split(":", 1)[0].lower() if ":" in url else ""
-    if scheme not in ("http", "https"):
-        return None
-    return _URL_UNSAFE.sub(_percent_encoded, url)
-
-
-def _percent_encoded(match: re.Match[str]) -> str:
-    """One matched character as %XX escapes of its UTF-8 bytes."""
-    return "".join(f"%{byte:02X}" for byte in match.group().encode("utf-8", "surrogatepass"))
-
-
 def _atom_entry(entry: Entry, base: str, now: datetime) -> AtomEntry:
     published = min(_as_utc(entry.published), now)
     updated = min(max(_as_utc(entry.updated), published), now)
-    outlet = _xml_text(entry.feed_title or entry.feed)
-    link = _web_link(entry.link)
+    outlet = xml_text(entry.feed_title or entry.feed)
+    link = web_link(entry.link)
     content = _xml_html(entry.content)
     summary = _xml_html(entry.summary)
     if not content and link is None:
         # RFC 4287 4.1.2: an entry without a link rel=alternate must have content.
         content, summary = summary, ""
     return AtomEntry(
-        id=_xml_text(entry.uid),
-        title=_xml_text(entry.title),
+        id=xml_text(entry.uid),
+        title=xml_text(entry.title),
         link=link,
-        author=_xml_text(entry.author or "") or outlet,
+        author=xml_text(entry.author or "") or outlet,
         updated=_rfc3339(updated),
         published=_rfc3339(published),
-        categories=tuple(_xml_text(tag) for tag in entry.tags),
+        categories=tuple(xml_text(tag) for tag in entry.tags),
         summary_html=summary,
         content_html=content,
         # We do not know the outlet's own feed id, so mint a stable one in our site's name.
-        source_id=f"{base}#feed-{urllib.parse.quote(entry.feed, safe='', errors='surrogatepass')}",
+        source_id=_source_id(base, entry.feed),
         source_title=outlet,
-        source_link=_web_link(entry.feed_link),
+        source_link=web_link(entry.feed_link),
     )
+
+
+def _atom_story(story: Story, site: SiteConfig, now: datetime) -> AtomEntry:
+    """A story as one feed item: the first report's headline and link, every outlet in its content."""
+    base = _site_base(site.site_url)
+    first = story.entries[0]
+    if len(story.entries) == 1:
+        return _atom_entry(first, base, now)
+    published = min(_as_utc(story.first_seen), now)
+    updated = min(max(_as_utc(story.updated), published), now)
+    tz = ZoneInfo(site.timezone)
+    shown = view(story, tz, base)
+    outlets = ", ".join(dict.fromkeys(report.outlet for report in shown.reports))
+    return AtomEntry(
+        id=xml_text(story.uid or first.uid),
+        title=xml_text(story.headline or first.title),
+        link=web_link(first.link),
+        author=outlets,
+        updated=_rfc3339(updated),
+        published=_rfc3339(published),
+        categories=tuple(xml_text(tag) for tag in story.tags),
+        summary_html="",
+        content_html=_story_content(shown),
+        source_id=None,
+        source_title="",
+        source_link=None,
+    )
+
+
+def _story_content(shown: Any) -> str:
+    """A story's item body as HTML (escaped by the template): the summary, then each outlet's report."""
+    parts = [f"<p>{html.escape(shown.summary)}</p>"] if shown.summary else []
+    parts.append(f"<p>Reported by {shown.outlets} outlets:</p><ul>")
+    for report in shown.reports:
+        title = html.escape(report.title)
+        headline = f'<a href="{html.escape(report.link)}">{title}</a>' if report.link else title
+        first = " (first)" if report.first else ""
+        parts.append(f"<li>{html.escape(report.outlet)}{first}, {html.escape(report.published)}: {headline}</li>")
+    parts.append("</ul>")
+    if shown.tags:
+        parts.append("<p>Tags: " + ", ".join(html.escape(tag.path) for tag in shown.tags) + "</p>")
+    return _xml_html("".join(parts))
+
+
+def _source_id(base: str, feed: str) -> str:
+    return f"{base}#feed-{urllib.parse.quote(feed, safe='', errors='surrogatepass')}"
 
 
 def _site_base(site_url: str) -> str:
@@ -716,23 +672,9 @@ def _rfc3339(moment: datetime) -> str:
     return _as_utc(moment).replace(tzinfo=None, microsecond=0).isoformat() + "Z"
 
 
-def _xml_text(text: str) -> str:
-    """Plain text with the characters XML forbids dropped."""
-    return _XML_INVALID.sub("", text)
-
-
 def _xml_html(text: str) -> str:
     """HTML with the characters XML forbids replaced by U+FFFD.
 
     Never dropped: the U+0001 of "java&#1;script:" keeps that URL dead; without it, it is live.
     """
-    return _XML_INVALID.sub("\ufffd", text)
-
-
-def _safe_segment(segment: str) -> str:
-    folded = unicodedata.normalize("NFKD", segment.strip().lower())
-    ascii_only = folded.encode("ascii", "ignore").decode("ascii")
-    cleaned = _UNSAFE_SEGMENT_CHARS.sub("", _WHITESPACE.sub("-", ascii_only)).lstrip(".")
-    if cleaned:
-        return cleaned
-    return "_" + hashlib.sha1(segment.encode("utf-8", "surrogatepass")).hexdigest()[:10]
+    return XML_INVALID.sub("\ufffd", text)

@@ -203,7 +203,9 @@ class Daemon:
         if self.serve_at is None:
             return None
         self.settings.output_dir.mkdir(parents=True, exist_ok=True)
-        server = OutputServer(self.settings.output_dir, *self.serve_at)
+        server = OutputServer(
+            self.settings.output_dir, *self.serve_at, database=self.settings.database, site=self.settings.site
+        )
         server.start()
         return server
 

@@ -364,13 +364,23 @@ class Store(Queries):
         if not assignments:
             return
         with self.transaction("save story assignments") as conn:
+            waiting: set[int] = set()
+            ids = [entry for entry, _ in assignments]
+            for start in range(0, len(ids), LOOKUP_CHUNK):
+                chunk = ids[start : start + LOOKUP_CHUNK]
+                rows = conn.execute(
+                    f"SELECT id FROM entries WHERE story_id IS NULL AND id IN ({','.join('?' * len(chunk))})", chunk
+                )
+                waiting.update(int(row[0]) for row in rows)
+            assignments = [(entry, story) for entry, story in assignments if entry in waiting]
+            if not assignments:
+                return
             conn.executemany(
                 "INSERT OR IGNORE INTO stories (id, first_entry_id, updated) VALUES (?, ?, ?)",
                 [(story, story, iso(now)) for story in {story for _, story in assignments}],
             )
             conn.executemany(
-                "UPDATE entries SET story_id = ? WHERE id = ? AND story_id IS NULL",
-                [(story, entry) for entry, story in assignments],
+                "UPDATE entries SET story_id = ? WHERE id = ?", [(story, entry) for entry, story in assignments]
             )
             touched = sorted({story for _, story in assignments})
             for start in range(0, len(touched), LOOKUP_CHUNK):

@@ -82,27 +82,34 @@ class Queries:
         return sorted(_days_of_hours((row["hour"] for row in rows), tz))
 
     def change_marker(self) -> ChangeMarker:
-        """Where the entries stand now; `days_changed_since` and `tags_changed_since` compare to it."""
+        """Where entries and stories stand now; `days_changed_since` and `tags_changed_since` compare to it."""
         row = self.conn.execute(
-            "SELECT coalesce(max(id), 0) AS last_id, coalesce(max(rewritten_at), '') AS last_rewrite FROM entries"
+            "SELECT coalesce(max(id), 0) AS last_id, coalesce(max(rewritten_at), '') AS last_rewrite, "
+            "(SELECT coalesce(max(updated), '') FROM stories) AS last_story FROM entries"
         ).fetchone()
-        return ChangeMarker(int(row["last_id"]), str(row["last_rewrite"]))
+        return ChangeMarker(int(row["last_id"]), str(row["last_rewrite"]), str(row["last_story"]))
 
     def days_changed_since(self, marker: ChangeMarker, tz: ZoneInfo) -> set[date]:
-        """Days (in `tz`) with entries added or rewritten after `marker`."""
+        """Days (in `tz`) with entries added or rewritten, or stories joined, after `marker`.
+
+        A story belongs to the day it was first seen, so an outlet joining it later changes that day.
+        """
         rows = self.conn.execute(
             "SELECT DISTINCT substr(published, 1, 13) AS hour FROM entries WHERE id > ? "
-            "UNION SELECT DISTINCT substr(published, 1, 13) FROM entries WHERE rewritten_at > ?",
-            (marker.last_id, marker.last_rewrite),
+            "UNION SELECT DISTINCT substr(published, 1, 13) FROM entries WHERE rewritten_at > ? "
+            "UNION SELECT DISTINCT substr(first_seen, 1, 13) FROM stories WHERE updated > ?",
+            (marker.last_id, marker.last_rewrite, marker.last_story),
         )
-        return _days_of_hours((row["hour"] for row in rows), tz)
+        return _days_of_hours((row["hour"] for row in rows if row["hour"]), tz)
 
     def tags_changed_since(self, marker: ChangeMarker) -> set[str]:
-        """Tags of the entries added or rewritten after `marker`."""
+        """Tags of the entries added or rewritten, and of the stories joined, after `marker`."""
         rows = self.conn.execute(
             """SELECT DISTINCT t.path FROM entry_tags et JOIN tags t ON t.id = et.tag_id
-               WHERE et.entry_id > ? OR et.entry_id IN (SELECT id FROM entries WHERE rewritten_at > ?)""",
-            (marker.last_id, marker.last_rewrite),
+               WHERE et.entry_id > ? OR et.entry_id IN (SELECT id FROM entries WHERE rewritten_at > ?)
+               OR et.entry_id IN (SELECT e.id FROM entries e JOIN stories s ON s.id = e.story_id
+                                  WHERE s.updated > ?)""",
+            (marker.last_id, marker.last_rewrite, marker.last_story),
         )
         return {row["path"] for row in rows}
 
@@ -267,9 +274,15 @@ class Queries:
         try:
             rows = self.conn.execute(sql, (*params, int(limit))).fetchall()
         except sqlite3.OperationalError as error:
-            if "fts5" in str(error) or "syntax error" in str(error) or "no such column" in str(error):
-                raise SearchQueryError(f"cannot read the search query {query!r}: {error}") from None
-            raise StoreError(f"search failed: {error}") from None
+            if "no such table" in str(error):
+                raise StoreError(
+                    f"the database has no search index yet (it was made by an older version): "
+                    f"run `aggregator update` once to upgrade it ({error})"
+                ) from None
+            if any(word in str(error) for word in ("locked", "busy", "disk", "readonly", "database")):
+                raise StoreError(f"search failed: {error}") from None
+            # Everything else SQLite says here is about the query: a syntax error, an open quote, ...
+            raise SearchQueryError(f"cannot read the search query {query!r}: {error}") from None
         return [SearchHit(_entry(row), float(row["rank"]), row["snip"] or "") for row in rows]
 
 

@@ -7,8 +7,10 @@ and HEAD only, no directory listings, no dotfiles (render's half-written
 temporary files are named `.<name>.*.tmp`), and no path can leave the root. Every
 refusal is the same 404, so a client cannot probe what exists outside the root.
 
-Standard library only. It knows nothing of the config, the store or the
-templates: the caller passes the directory.
+Given a database, it also answers `GET /search?q=...` with the results page that
+`search_page` renders (read-only, one connection per request); without one, /search
+is a file like any other. Apart from that it knows nothing of the store or the
+templates: the caller passes the directory (and the database).
 """
 
 from __future__ import annotations
@@ -33,6 +35,8 @@ from typing import BinaryIO
 
 from aggregator import __version__
 from aggregator.errors import ServeError
+from aggregator.models import SiteConfig
+from aggregator.search_page import search_page
 
 log = logging.getLogger(__name__)
 
@@ -75,15 +79,26 @@ SECURITY_HEADERS = {
         "form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
     ),
 }
+#: Where the search page answers when the server has a database.
+SEARCH_PATH = "/search"
 ERROR_PAGE = '<!doctype html>\n<html lang="en"><meta charset="utf-8"><title>{0}</title><h1>{0}</h1></html>\n'
 
 
 class OutputServer:
     """A static file server for the output directory; binds on creation, serves on start()."""
 
-    def __init__(self, root: Path, host: str = "127.0.0.1", port: int = 8080) -> None:
+    def __init__(
+        self,
+        root: Path,
+        host: str = "127.0.0.1",
+        port: int = 8080,
+        *,
+        database: Path | None = None,
+        site: SiteConfig | None = None,
+    ) -> None:
+        """Bind to (host, port) for `root`; with `database`, /search answers too (titled as `site`)."""
         try:
-            self._httpd = _Server((host, port), os.path.realpath(root))
+            self._httpd = _Server((host, port), os.path.realpath(root), database, site)
         except OSError as exc:
             reason = (exc.strerror or str(exc)).lower()
             raise ServeError(f"cannot listen on {_host_port(host, port)}: {reason}") from exc
@@ -156,8 +171,12 @@ class _Server(ThreadingHTTPServer):
     # socketserver's default backlog of 5 makes the 6th simultaneous client wait a second for a SYN retry.
     request_queue_size = 128
 
-    def __init__(self, address: tuple[str, int], root: str) -> None:
+    def __init__(
+        self, address: tuple[str, int], root: str, database: Path | None = None, site: SiteConfig | None = None
+    ) -> None:
         self.root = root
+        self.database = database
+        self.site = site
         self.gzip_cache = _GzipCache(GZIP_CACHE_BYTES)
         self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
         super().__init__(address, _Handler)
@@ -224,6 +243,9 @@ class _Handler(BaseHTTPRequestHandler):
         url_path = self.path.split("?", 1)[0].split("#", 1)[0]  # query strings mean nothing to static files
         if url_path.lower().startswith(("http://", "https://")):  # absolute-form, which HTTP/1.1 allows
             url_path = urllib.parse.urlsplit(url_path).path
+        if url_path == SEARCH_PATH and self.server.database is not None:
+            self._send_search(self.path.split("?", 1)[1].split("#", 1)[0] if "?" in self.path else "")
+            return
         segments = _safe_segments(url_path)
         found = None if segments is None else _locate(self.server.root, segments)
         if segments is None or found is None:
@@ -294,6 +316,30 @@ class _Handler(BaseHTTPRequestHandler):
             while remaining > 0 and (chunk := file.read(min(remaining, 64 * 1024))):
                 self.wfile.write(chunk)
                 remaining -= len(chunk)
+
+    def _send_search(self, query_string: str) -> None:
+        """The search page, generated per request: no validators, compressed when it pays."""
+        assert self.server.database is not None
+        try:
+            page = search_page(self.server.database, query_string, self.server.site)
+        except Exception:
+            log.exception("search page failed for %r", query_string)
+            self.send_error(HTTPStatus.INTERNAL_SERVER_ERROR)
+            return
+        body = page.body
+        compress = len(body) > MIN_GZIP_BYTES and _accepts_gzip(self.headers.get_all("Accept-Encoding") or [])
+        if compress:
+            body = gzip.compress(body, compresslevel=6, mtime=0)
+        self.send_response(page.status)
+        self.send_header("Content-Type", CONTENT_TYPES[".html"])
+        self.send_header("Cache-Control", "no-cache")
+        self.send_header("Vary", "Accept-Encoding")
+        if compress:
+            self.send_header("Content-Encoding", "gzip")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
 
     def _not_modified(self, validator: str, mtime: float) -> bool:
         """If-None-Match (weak comparison, any representation) wins; else If-Modified-Since."""

@@ -26,9 +26,11 @@ ALLOWED_OWN = {
     "stories": {"models", "store"},
     "schedule": {"models"},
     "update": {"models", "config", "fetch", "parse", "tagging", "store", "stories", "schedule"},
-    "render": {"models", "store"},
+    "render": {"models", "store", "digest"},
+    "digest": {"models"},
     "scheduler": {"models", "config", "store", "update", "render", "web"},
-    "web": {"models", "config"},
+    "web": {"models", "config", "store", "search_page"},
+    "search_page": {"models", "store", "render", "store_queries"},
     "opml": {"models", "config"},
 }
 LIBRARY_OWNER = {

@@ -21,7 +21,7 @@ import lxml.etree
 import lxml.html
 import pytest
 
-from aggregator.models import ChangeMarker, Entry, SiteConfig
+from aggregator.models import ChangeMarker, Entry, SiteConfig, Story
 from aggregator.render import (
     RenderReport,
     plain_summary,
@@ -47,6 +47,30 @@ class ListSource:
     def entries_between(self, start: datetime, end: datetime) -> list[Entry]:
         return [entry for entry in self.entries if start <= entry.published < end]
 
+    def stories(self) -> list[Story]:
+        """Entries grouped by story_id (an entry without one is a story of its own), as the store does."""
+        groups: dict[int, list[Entry]] = {}
+        for entry in sorted(self.entries, key=lambda entry: (entry.published, entry.id)):
+            groups.setdefault(entry.story_id or entry.id, []).append(entry)
+        stories = [
+            Story(
+                id=story_id,
+                uid=members[0].uid,
+                headline=members[0].title,
+                first_seen=members[0].published,
+                updated=max(member.first_seen for member in members),
+                entries=tuple(members),
+            )
+            for story_id, members in groups.items()
+        ]
+        return sorted(stories, key=lambda story: (story.updated, story.id), reverse=True)
+
+    def stories_between(self, start: datetime, end: datetime) -> list[Story]:
+        return [story for story in self.stories() if start <= story.first_seen < end]
+
+    def recent_stories(self, limit: int, tag: str | None = None) -> list[Story]:
+        return [story for story in self.stories() if tag is None or tag in story.tags][:limit]
+
     def recent_entries(self, limit: int) -> list[Entry]:
         return self.entries[:limit]
 
@@ -64,10 +88,19 @@ class ListSource:
         return ChangeMarker(max((entry.id for entry in self.entries), default=0), "")
 
     def days_changed_since(self, marker: ChangeMarker, tz: ZoneInfo) -> set[date]:
-        return {entry.published.astimezone(tz).date() for entry in self.entries if entry.id > marker.last_id}
+        return {
+            story.first_seen.astimezone(tz).date()
+            for story in self.stories()
+            if any(entry.id > marker.last_id for entry in story.entries)
+        }
 
     def tags_changed_since(self, marker: ChangeMarker) -> set[str]:
-        return {tag for entry in self.entries if entry.id > marker.last_id for tag in entry.tags}
+        return {
+            tag
+            for story in self.stories()
+            if any(entry.id > marker.last_id for entry in story.entries)
+            for tag in story.tags
+        }
 
 
 def make_entry(number: int, published: datetime, title: str = "", **changes: object) -> Entry:
@@ -164,7 +197,7 @@ def test_render_all_writes_every_output(rendered: tuple[Path, RenderReport]) -> 
         assert (out / name).is_file(), name
     assert report.days == 3
     assert report.tags == 8
-    assert report.files_written == 3 + 2 + 8
+    assert report.files_written == 3 + 2 + 8 * 2  # day pages, index, feed.atom, each tag's page and feed
     assert not list(out.rglob(".*.tmp")), "temporary files left behind"
 
 
@@ -175,7 +208,7 @@ def test_rendering_again_rewrites_nothing(tmp_path: Path) -> None:
     assert again.files_written == 0
     assert again.files_unchanged == 2  # nothing changed: only index.html and feed.atom are looked at
     everything = render_all(ListSource(sample_entries()), site, NOW + timedelta(minutes=5), full=True)
-    assert (everything.files_written, everything.files_unchanged) == (0, 3 + 2 + 8)
+    assert (everything.files_written, everything.files_unchanged) == (0, 3 + 2 + 8 * 2)
 
 
 def test_empty_source_gives_a_friendly_index_and_a_valid_feed(tmp_path: Path) -> None:
@@ -361,12 +394,15 @@ def test_digest_shows_stored_html_as_plain_text_and_skips_unsafe_links(tmp_path:
 
 
 def test_plain_summary_is_short_and_falls_back_to_content() -> None:
-    long_html = "<p>" + "word " * 200 + "</p>"
-    summary = plain_summary(long_html, "")
+    def entry(summary: str, content: str = "", text: str = "") -> Entry:
+        return make_entry(1, NOW, summary=summary, content=content, text=text)
+
+    summary = plain_summary(entry("<p>" + "word " * 200 + "</p>"))
     assert len(summary) <= 280
     assert summary.endswith("…")
-    assert plain_summary("", "<div>From <i>content</i></div>") == "From content"
-    assert plain_summary("<p>cut mid <a hre", "") == "cut mid"
+    assert plain_summary(entry("", "<div>From <i>content</i></div>")) == "From content"
+    assert plain_summary(entry("<p>cut mid <a hre")) == "cut mid"
+    assert plain_summary(entry("<p>ignored</p>", text="The stored plain text wins")) == "The stored plain text wins"
 
 
 # ------------------------------------------------------------------ digest pages
@@ -495,3 +531,71 @@ def test_changed_site_settings_render_everything(tmp_path: Path) -> None:
     entries = [make_entry(n, NOW - timedelta(days=n)) for n in range(1, 4)]
     render_all(ListSource(entries), site_for(tmp_path), NOW)
     assert render_all(ListSource(entries), site_for(tmp_path, title="Another Title"), NOW).days == 3
+
+
+# ------------------------------------------------------------------ stories
+
+
+def story_entries() -> list[Entry]:
+    """June 4: a story of three outlets spanning midnight, one of two outlets, and two single reports."""
+    day = datetime(2024, 6, 4, tzinfo=UTC)
+    return [
+        make_entry(10, day + timedelta(hours=22), "Exchange halts withdrawals", tags=("Security",), story_id=10),
+        make_entry(11, day + timedelta(hours=23), "Withdrawals halted at exchange", feed="beta", story_id=10),
+        make_entry(12, day + timedelta(hours=26), "Exchange pauses withdrawals", feed="gamma", story_id=10),
+        make_entry(20, day + timedelta(hours=9), "Court approves a settlement", tags=("Regulation",), story_id=20),
+        make_entry(21, day + timedelta(hours=10), "Settlement approved by court", feed="beta", story_id=20),
+        make_entry(30, day + timedelta(hours=12), "A token lists on a new venue", tags=("Markets",)),
+        make_entry(31, day + timedelta(hours=13), "A miner buys new machines", tags=("Mining",)),
+    ]
+
+
+def test_digest_lists_top_stories_by_outlets_then_the_rest_by_topic(tmp_path: Path) -> None:
+    site = site_for(tmp_path)
+    render_all(ListSource(story_entries()), site, datetime(2024, 6, 5, 12, tzinfo=UTC))
+    day = page(Path(site.output_dir) / "digest" / "2024-06-04.html")
+    sections = [h2.get("id") for h2 in day.xpath("//section/h2")]
+    assert sections[0] == "top"
+    top = day.xpath("//section[h2[@id='top']]//div[@class='headline']")
+    assert [h.text_content().strip() for h in top] == ["Exchange halts withdrawals", "Court approves a settlement"]
+    first = day.xpath("//section[h2[@id='top']]/ol/li[1]//ul[@class='reports']/li")
+    assert len(first) == 3
+    assert "first" in first[0].text_content() and "first" not in first[1].text_content()
+    assert set(sections[1:]) == {"markets", "mining"}
+    assert day.text_content().count("Exchange halts withdrawals") == 1
+
+
+def test_a_story_spanning_midnight_belongs_to_its_first_day(tmp_path: Path) -> None:
+    site = site_for(tmp_path)
+    render_all(ListSource(story_entries()), site, datetime(2024, 6, 5, 12, tzinfo=UTC))
+    june_5 = Path(site.output_dir) / "digest" / "2024-06-05.html"
+    assert "Exchange pauses withdrawals" not in (june_5.read_text() if june_5.exists() else "")
+    assert "Exchange pauses withdrawals" in (Path(site.output_dir) / "digest" / "2024-06-04.html").read_text()
+
+
+def test_story_feed_has_one_item_per_story_listing_every_outlet(tmp_path: Path) -> None:
+    site = site_for(tmp_path)
+    render_all(ListSource(story_entries()), site, datetime(2024, 6, 5, 12, tzinfo=UTC))
+    out = Path(site.output_dir)
+    validate(out / "feed.atom")
+    feed = lxml.etree.fromstring((out / "feed.atom").read_bytes())
+    ids = [entry.findtext(f"{ATOM_NS}id") for entry in feed.iter(f"{ATOM_NS}entry")]
+    assert len(ids) == 4 and len(set(ids)) == 4
+    story = next(
+        e for e in feed.iter(f"{ATOM_NS}entry") if e.findtext(f"{ATOM_NS}title") == "Exchange halts withdrawals"
+    )
+    assert story.findtext(f"{ATOM_NS}id") == make_entry(10, NOW).uid, "a story's id is its first entry's"
+    content = story.findtext(f"{ATOM_NS}content") or ""
+    for number in (10, 11, 12):
+        assert f"https://cryptonews.example/news/{number}" in content
+    security = lxml.etree.fromstring((out / "tags" / "security.atom").read_bytes())
+    assert [e.findtext(f"{ATOM_NS}title") for e in security.iter(f"{ATOM_NS}entry")] == ["Exchange halts withdrawals"]
+
+
+def test_digest_shows_the_best_stories_in_full_and_lists_the_rest(tmp_path: Path) -> None:
+    site = site_for(tmp_path, digest_max_stories=2)
+    render_all(ListSource(story_entries()), site, datetime(2024, 6, 5, 12, tzinfo=UTC))
+    day = page(Path(site.output_dir) / "digest" / "2024-06-04.html")
+    assert len(day.xpath("//li[contains(@class, 'story')]")) == 2
+    more = [li.text_content() for li in day.xpath("//section[h2[@id='more']]//li")]
+    assert len(more) == 2 and any("A miner buys new machines" in text for text in more)

@@ -190,3 +190,108 @@ def test_dates_ahead_of_the_clock_are_clamped_to_first_seen(store: Store) -> Non
     store.save_poll(poll("alpha", item))
     (stored,) = store.recent_entries(1)
     assert stored.published == NOW and stored.updated == NOW
+
+
+# --- stories, search and the schema upgrade -----------------------------------------------------
+
+
+def test_story_assignments_make_stable_stories(store: Store) -> None:
+    first = store.save_poll(poll("alpha", entry("a", "Exchange halts withdrawals", NOW - timedelta(hours=2))))
+    second = store.save_poll(poll("beta", entry("b", "Withdrawals halted", NOW - timedelta(hours=1))))
+    (a_id,), (b_id,) = first.new_ids, second.new_ids
+    assert [item.id for item in store.unassigned_items(10)] == [a_id, b_id]
+    store.save_story_assignments([(a_id, a_id)], NOW)
+    store.save_story_assignments([(b_id, a_id)], NOW + timedelta(minutes=5))
+    store.save_story_assignments([(b_id, b_id)], NOW + timedelta(minutes=9))  # already placed: ignored
+    assert store.unassigned_items(10) == []
+    (story,) = store.stories_between(NOW - timedelta(days=1), NOW + timedelta(days=1))
+    assert story.id == a_id and story.headline == "Exchange halts withdrawals"
+    assert story.uid == entry_uid("alpha", "a")
+    assert [member.feed for member in story.entries] == ["alpha", "beta"]
+    assert story.first_seen == NOW - timedelta(hours=2)
+    assert story.updated == NOW + timedelta(minutes=5), "a story changes only when an entry joins it"
+    assert store.conn.execute("SELECT count(*) FROM stories").fetchone()[0] == 1
+    assert {member.story for member in store.recent_entries(10)} == {entry_uid("alpha", "a")}
+    window = store.story_items_since(NOW - timedelta(days=1))
+    assert [(item.id, story_id) for item, story_id in window] == [(a_id, a_id), (b_id, a_id)]
+
+
+def test_entries_in_no_story_yet_show_as_stories_of_one(store: Store) -> None:
+    store.save_poll(poll("alpha", entry("a", published=NOW - timedelta(hours=1))))
+    (story,) = store.stories_between(NOW - timedelta(days=1), NOW + timedelta(days=1))
+    assert len(story.entries) == 1 and story.id == story.entries[0].id
+    assert [s.id for s in store.recent_stories(5)] == [story.id]
+
+
+def test_a_joining_entry_marks_its_story_day_and_tags_as_changed(store: Store) -> None:
+    tz = ZoneInfo("UTC")
+    yesterday = NOW - timedelta(days=1)
+    a_id = store.save_poll(poll("alpha", entry("a", published=yesterday), tags=frozenset({"Security"}))).new_ids[0]
+    store.save_story_assignments([(a_id, a_id)], NOW)
+    marker = store.change_marker()
+    b_id = store.save_poll(poll("beta", entry("b", published=NOW))).new_ids[0]
+    store.save_story_assignments([(b_id, a_id)], NOW + timedelta(minutes=1))
+    assert yesterday.date() in store.days_changed_since(marker, tz)
+    assert "Security" in store.tags_changed_since(marker)
+
+
+def test_search_ranks_title_matches_first_and_filters(store: Store) -> None:
+    store.save_poll(
+        poll(
+            "alpha",
+            EntryData(key="t", title="Kraken wins a licence", text="The exchange got approval.", published=NOW),
+            EntryData(key="s", title="Weekly roundup", text="Also this week Kraken hired staff.", published=NOW),
+        )
+    )
+    store.save_poll(poll("beta", EntryData(key="c", title="Crypto.com and Binance's plans", published=NOW)))
+    hits = store.search("kraken")
+    assert [hit.entry.key for hit in hits] == ["t", "s"]
+    assert "\x02Kraken\x03" in hits[1].snippet
+    assert [hit.entry.key for hit in store.search("Crypto.com")] == ["c"]
+    assert [hit.entry.key for hit in store.search("Binance's")] == ["c"]
+    assert [hit.entry.key for hit in store.search("kraken", feed="beta")] == []
+    assert [hit.entry.key for hit in store.search("kraken", limit=1)] == ["t"]
+
+
+@pytest.mark.parametrize("query", ['"unbalanced', "AND OR", "   ", "title:"])
+def test_a_malformed_search_is_a_clear_error(store: Store, query: str) -> None:
+    from aggregator.errors import SearchQueryError
+
+    with pytest.raises(SearchQueryError, match="search query"):
+        store.search(query)
+
+
+def test_an_edited_entry_is_found_by_its_new_words_only(store: Store) -> None:
+    store.save_poll(poll("alpha", EntryData(key="e", title="Old headline", content_hash="1", published=NOW)))
+    store.save_poll(poll("alpha", EntryData(key="e", title="Fresh headline", content_hash="2", published=NOW)))
+    assert store.search("old") == []
+    assert len(store.search("fresh")) == 1
+
+
+def test_upgrading_a_version_4_database_indexes_old_entries(tmp_path: Path) -> None:
+    from aggregator.store_schema import MIGRATIONS
+    from aggregator.update import fill_missing_texts
+
+    path = tmp_path / "old.db"
+    conn = sqlite3.connect(path)
+    import sqlite_utils
+
+    database = sqlite_utils.Database(conn)
+    for version in range(1, 5):
+        MIGRATIONS[version](database)
+    conn.execute("PRAGMA user_version=4")
+    conn.execute("INSERT INTO feeds (name, url, config_url, status) VALUES ('old', 'https://o.example/', 'x', 'ok')")
+    conn.execute(
+        "INSERT INTO entries (feed_id, key, uid, title, summary, published, updated, first_seen) "
+        "VALUES (1, 'k', 'urn:x', 'An archived headline', '<p>About <b>mining</b> rigs</p>', "
+        "'2020-01-01T00:00:00Z', '2020-01-01T00:00:00Z', '2020-01-01T00:00:00Z')"
+    )
+    conn.commit()
+    conn.close()
+    with Store(path) as store:
+        assert store.schema_version == SCHEMA_VERSION
+        assert len(store.search("archived")) == 1
+        assert store.search("rigs") == []
+        assert fill_missing_texts(store) == 1
+        (hit,) = store.search("rigs")
+        assert hit.entry.text == "About mining rigs"

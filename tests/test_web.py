@@ -240,6 +240,13 @@ def test_absolute_form_request_target(client: Client) -> None:
     assert client.request(f"http://127.0.0.1:{client.port}/feed.atom?x=1").body == ATOM
 
 
+def test_without_a_database_search_is_a_file_like_any_other(root: Path, client: Client) -> None:
+    # The search page itself is tested in test_search.py; a server given no database has none.
+    assert client.request("/search?q=binance").status == 404
+    (root / "search").write_bytes(b"a file named search")
+    assert client.request("/search?q=binance").body == b"a file named search"
+
+
 @pytest.mark.parametrize(
     "path",
     [

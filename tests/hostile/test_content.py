@@ -37,9 +37,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from aggregator.errors import ParseError
-from aggregator.models import Entry, SiteConfig
+from aggregator.models import Entry, SiteConfig, Story
 from aggregator.parse import ALLOWED_ATTRIBUTES, ALLOWED_TAGS, parse_feed, sanitize_html
-from aggregator.render import atom_feed, digest_html, index_html, tag_feed_path
+from aggregator.render import atom_feed, digest_html, index_html, story_feed, tag_feed_path, tag_html
 from aggregator.update import PARALLEL_PARSE_MIN_FEEDS
 from tests.conftest import DATA, VALIDATOR
 from tests.feedgen import TOPICS
@@ -757,7 +757,7 @@ def entries_strategy() -> st.SearchStrategy[list[Entry]]:
         updated=DATES,
         first_seen=DATES,
         tags=st.lists(WILD_TEXT, max_size=4).map(tuple),
-        story_id=st.none(),
+        story_id=st.sampled_from([None, None, 1]),  # some entries share story 1: a story of many outlets
     )
     return st.lists(entry, min_size=1, max_size=4)
 
@@ -770,6 +770,21 @@ class ListSource:
 
     def entries_between(self, start: datetime, end: datetime) -> list[Entry]:
         return [entry for entry in self.entries if start <= _utc(entry.published) < end]
+
+    def stories(self) -> list[Story]:
+        groups: dict[int, list[Entry]] = {}
+        for entry in sorted(self.entries, key=lambda entry: (_utc(entry.published), entry.id)):
+            groups.setdefault(entry.story_id or entry.id, []).append(entry)
+        return [
+            Story(story_id, members[0].uid, members[0].title, members[0].published, members[-1].updated, tuple(members))
+            for story_id, members in groups.items()
+        ]
+
+    def stories_between(self, start: datetime, end: datetime) -> list[Story]:
+        return [story for story in self.stories() if start <= _utc(story.first_seen) < end]
+
+    def recent_stories(self, limit: int, tag: str | None = None) -> list[Story]:
+        return [story for story in self.stories() if tag is None or tag in story.tags][:limit]
 
     def recent_entries(self, limit: int) -> list[Entry]:
         return self.entries[:limit]
@@ -812,9 +827,14 @@ def test_rendering_never_raises_and_feeds_are_always_well_formed(
     assert not atom_structure_problems(root)
 
     source = ListSource(entries)
+    stories = source.recent_stories(10)
+    story_root = lxml.etree.fromstring(story_feed(stories, site=site, title=site_title, self_path="feed.atom", now=now))
+    assert len(story_root.findall(f"{ATOM}entry")) == len(stories)
+    assert not atom_structure_problems(story_root)
     days = source.entry_days(ZoneInfo(zone))
     pages = [index_html(source, site, now, days)]
     pages += [digest_html(source, site, day, previous_day=None, next_day=None, at_index=False) for day in days[:2]]
+    pages += [tag_html(source, site, tag) for tag in sorted({tag for entry in entries for tag in entry.tags})[:2]]
     for page in pages:
         text = page.decode("utf-8")  # raises on lone surrogates
         assert not XML_FORBIDDEN.search(text)

@@ -1,0 +1,282 @@
+"""The daily digest as values: stories ranked, grouped into "Top stories" and topic sections.
+
+Pure: stories in, small view values out (plain text, local times, safe links), for
+`render` to put into templates. It knows nothing of SQL, Jinja2 or files.
+
+A day's digest lists each story once. Stories reported by two or more outlets are the
+"Top stories", ranked by number of outlets, then by how recently they were reported;
+every other story goes under its topic section (the top-level tag that says most about
+what happened: a hack, a lawsuit, an ETF before the coin it concerned).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import html
+import re
+import unicodedata
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from zoneinfo import ZoneInfo
+
+from aggregator.models import Entry, Story
+
+#: Length, in characters, of the plain-text summary shown under each headline.
+SUMMARY_CHARS = 280
+#: Section a story lands in when it has no tags.
+OTHER_SECTION = "Other"
+TOP_SECTION = "Top stories"
+#: Stories reported by at least this many outlets are top stories.
+TOP_MIN_OUTLETS = 2
+#: Which top-level tag a story is listed under when it has several: what happened says
+#: more than which coin or company it was about, so topics come first in this order, then
+#: any other top-level tag (alphabetically), and `Blockchain` (coins, companies) last.
+SECTION_PRIORITY: tuple[str, ...] = ("Security", "Regulation", "ETF", "CBDC", "DeFi", "NFT", "Mining", "Markets")
+CATCH_ALL_SECTION = "Blockchain"
+TAGS_DIR = "tags"
+
+# Characters XML 1.0 forbids: a stray control character from a feed would break a page or feed.
+XML_INVALID = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+# What may not stand in a link as written: spaces and controls are percent-encoded.
+_URL_UNSAFE = re.compile("[\x00-\x20\x7f]|" + XML_INVALID.pattern)
+_TAG = re.compile(r"<[^>]*>")
+_SCRIPT_OR_STYLE = re.compile(r"<(script|style)\b.*?</\1\s*>", re.I | re.S)
+_TRAILING_PARTIAL_TAG = re.compile(r"<[^>]*$")
+_WHITESPACE = re.compile(r"\s+")
+_UNSAFE_SEGMENT_CHARS = re.compile(r"[^a-z0-9._-]")
+_SUMMARY_SOURCE_CHARS = 4000
+
+
+@dataclass(frozen=True)
+class Report:
+    """One outlet's report of a story: its own headline, link and time."""
+
+    outlet: str
+    outlet_link: str | None
+    title: str
+    link: str | None
+    time: str
+    published: str
+    first: bool
+
+
+@dataclass(frozen=True)
+class TagLink:
+    name: str
+    path: str
+    href: str
+
+
+@dataclass(frozen=True)
+class DigestStory:
+    """One story as a page shows it: plain text only, times in the site's zone."""
+
+    id: int
+    headline: str
+    link: str | None
+    summary: str
+    time: str
+    first_seen: str
+    reports: tuple[Report, ...]
+    outlets: int
+    tags: tuple[TagLink, ...]
+
+
+@dataclass(frozen=True)
+class DigestSection:
+    """A heading and its stories; `tag_href` links the section's tag page, when it has one."""
+
+    name: str
+    anchor: str
+    tag_href: str | None
+    feed_href: str | None
+    stories: tuple[DigestStory, ...]
+
+
+def rank_key(story: Story) -> tuple[int, float, int]:
+    """Most outlets first, then the most recently reported (ties by id, so the order is stable)."""
+    latest = max(_as_utc(entry.published) for entry in story.entries)
+    return (-len(story.feeds), -latest.timestamp(), -story.id)
+
+
+def digest_sections(stories: Sequence[Story], tz: ZoneInfo, *, root: str = "") -> list[DigestSection]:
+    """A day's stories as "Top stories" (2+ outlets), then one section per topic, each story once.
+
+    Sections after the top stories are ordered by size, then by `SECTION_PRIORITY`,
+    "Other" last; `root` is the page's way back to the output directory.
+    """
+    ranked = sorted(stories, key=rank_key)
+    top = [story for story in ranked if len(story.feeds) >= TOP_MIN_OUTLETS]
+    rest: dict[str, list[Story]] = {}
+    for story in ranked:
+        if len(story.feeds) < TOP_MIN_OUTLETS:
+            rest.setdefault(section_for(story.tags), []).append(story)
+    sections = []
+    if top:
+        sections.append(DigestSection(TOP_SECTION, "top", None, None, tuple(view(s, tz, root) for s in top)))
+
+    def order(name: str) -> tuple[bool, int, tuple[int, str]]:
+        return (name == OTHER_SECTION, -len(rest[name]), section_rank(name))
+
+    for name in sorted(rest, key=order):
+        tagged = name != OTHER_SECTION
+        sections.append(
+            DigestSection(
+                name=xml_text(name),
+                anchor=safe_segment(name),
+                tag_href=root + tag_page_path(name) if tagged else None,
+                feed_href=root + tag_feed_path(name) if tagged else None,
+                stories=tuple(view(story, tz, root) for story in rest[name]),
+            )
+        )
+    return sections
+
+
+def view(story: Story, tz: ZoneInfo, root: str = "") -> DigestStory:
+    """A story's view: the first report's headline and link, a summary, every report with its outlet."""
+    first = story.entries[0]
+    reports = [_report(entry, tz, first=entry is first) for entry in story.entries]
+    local = _as_utc(story.first_seen).astimezone(tz)
+    return DigestStory(
+        id=story.id,
+        headline=xml_text(story.headline or first.title).strip() or "(untitled)",
+        link=web_link(first.link),
+        summary=xml_text(_story_summary(story)),
+        time=f"{local:%H:%M}",
+        first_seen=local.isoformat(timespec="minutes"),
+        reports=tuple(reports),
+        outlets=len(story.feeds),
+        tags=tuple(
+            TagLink(xml_text(tag.rsplit("/", 1)[-1]), xml_text(tag), root + tag_page_path(tag))
+            for tag in leaf_tags(story.tags)
+        ),
+    )
+
+
+def section_for(tags: Sequence[str]) -> str:
+    """The one section (top-level tag) a story with these tags is listed under."""
+    tops = {tag.split("/", 1)[0] for tag in tags if tag.split("/", 1)[0]}
+    if not tops:
+        return OTHER_SECTION
+    return min(tops, key=section_rank)
+
+
+def section_rank(name: str) -> tuple[int, str]:
+    if name in SECTION_PRIORITY:
+        return (SECTION_PRIORITY.index(name), "")
+    if name == CATCH_ALL_SECTION:
+        return (len(SECTION_PRIORITY) + 1, name)
+    return (len(SECTION_PRIORITY), name.casefold())
+
+
+def leaf_tags(tags: Sequence[str]) -> tuple[str, ...]:
+    """The most specific tags: `Blockchain` is dropped when `Blockchain/Binance` is there."""
+    unique = sorted(set(tags))
+    return tuple(tag for tag in unique if not any(other.startswith(tag + "/") for other in unique))
+
+
+def plain_summary(entry: Entry, limit: int = SUMMARY_CHARS) -> str:
+    """A short plain-text summary of an entry: its stored plain text, else its summary or content HTML."""
+    text = entry.text or html_to_text(entry.summary) or html_to_text(entry.content)
+    if len(text) <= limit:
+        return text
+    cut = text[: limit - 1]
+    space = cut.rfind(" ")
+    if space > limit // 2:
+        cut = cut[:space]
+    return cut.rstrip(" ,;:.-–—…") + "…"
+
+
+def tag_feed_path(tag: str) -> str:
+    """Where a tag's Atom feed lives: `Blockchain/Binance` -> `tags/blockchain/binance.atom`.
+
+    Each segment is lower-cased and reduced to `[a-z0-9._-]` (spaces become `-`, accents
+    are dropped); it never starts with a dot, so `..` and hidden files cannot occur, and a
+    segment left empty becomes `_` plus a short hash. Tags differing only in case share a file.
+    """
+    return _tag_path(tag) + ".atom"
+
+
+def tag_page_path(tag: str) -> str:
+    """Where a tag's page lives: `Blockchain/Binance` -> `tags/blockchain/binance.html`."""
+    return _tag_path(tag) + ".html"
+
+
+def web_link(url: str | None) -> str | None:
+    """The URL if a reader can safely follow it (http or https), else None.
+
+    Spaces, controls and characters XML forbids are percent-encoded (as UTF-8, lone
+    surrogates included), as a browser would, so the link is always well-formed.
+    """
+    if not url:
+        return None
+    url = url.strip()
+    scheme = url.split(":", 1)[0].lower() if ":" in url else ""
+    if scheme not in ("http", "https"):
+        return None
+    return _URL_UNSAFE.sub(_percent_encoded, url)
+
+
+def xml_text(text: str) -> str:
+    """Plain text with the characters XML forbids dropped."""
+    return XML_INVALID.sub("", text)
+
+
+def html_to_text(fragment: str) -> str:
+    if not fragment:
+        return ""
+    text = fragment[:_SUMMARY_SOURCE_CHARS]
+    text = _SCRIPT_OR_STYLE.sub(" ", text)
+    text = _TAG.sub(" ", text)
+    text = _TRAILING_PARTIAL_TAG.sub(" ", text)
+    text = html.unescape(text)
+    return _WHITESPACE.sub(" ", text).strip()
+
+
+def safe_segment(segment: str) -> str:
+    folded = unicodedata.normalize("NFKD", segment.strip().lower())
+    ascii_only = folded.encode("ascii", "ignore").decode("ascii")
+    cleaned = _UNSAFE_SEGMENT_CHARS.sub("", _WHITESPACE.sub("-", ascii_only)).lstrip(".")
+    if cleaned:
+        return cleaned
+    return "_" + hashlib.sha1(segment.encode("utf-8", "surrogatepass")).hexdigest()[:10]
+
+
+def _tag_path(tag: str) -> str:
+    segments = [segment for segment in tag.split("/") if segment.strip()] or [tag]
+    return TAGS_DIR + "/" + "/".join(safe_segment(segment) for segment in segments)
+
+
+def _story_summary(story: Story) -> str:
+    """The first report's summary, or the first one any outlet gave."""
+    for entry in story.entries:
+        text = plain_summary(entry)
+        if text:
+            return text
+    return ""
+
+
+def _report(entry: Entry, tz: ZoneInfo, *, first: bool) -> Report:
+    local = _as_utc(entry.published).astimezone(tz)
+    return Report(
+        outlet=xml_text(entry.feed_title or entry.feed),
+        outlet_link=web_link(entry.feed_link),
+        title=xml_text(entry.title).strip() or "(untitled)",
+        link=web_link(entry.link),
+        time=f"{local:%H:%M}",
+        published=local.isoformat(timespec="minutes"),
+        first=first,
+    )
+
+
+def _percent_encoded(match: re.Match[str]) -> str:
+    """One matched character as %XX escapes of its UTF-8 bytes."""
+    return "".join(f"%{byte:02X}" for byte in match.group().encode("utf-8", "surrogatepass"))
+
+
+def _as_utc(moment: datetime) -> datetime:
+    """Stored dates are UTC; a naive one is taken to be UTC too."""
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC)
