@@ -17,7 +17,11 @@ Matching, in short:
   about crypto: a name or ticker under a crypto root (CRYPTO_ROOTS) that needs no context, a
   word of CONTEXT_WORDS, a crypto category or feed tag. Such a name written with a capital in
   the taxonomy ("Kraken", "Strategy") must also be capitalized in the text, and everyday
-  phrases ("ripple effect", "41 degrees Celsius", "Google's Gemini") never count.
+  phrases ("ripple effect", "41 degrees Celsius", "Google's Gemini", "SEC title") never count;
+- a possessive inside a multi-word name still matches it ("Polygon's zkEVM");
+- the Markets topic is also found by the shape of a price move ("slides 6%", "tops $105,000",
+  "TRX climbs after ..."), in English, German and Spanish; like every topic it needs crypto
+  context.
 
 Everything is compiled once per taxonomy into a few combined regular expressions, so tagging
 an entry costs a handful of regex scans. This module is pure: it reads only its own package
@@ -41,7 +45,8 @@ from aggregator.models import TagRule
 TAXONOMY_RESOURCE = "taxonomy.yaml"
 
 # Tags under these roots mean the entry is about crypto, which lets needs-context names count.
-CRYPTO_ROOTS = frozenset({"Blockchain", "DeFi", "NFT", "Mining"})
+# (ETF is among them because only its crypto names need no context: "spot bitcoin ETF", IBIT.)
+CRYPTO_ROOTS = frozenset({"Blockchain", "DeFi", "NFT", "Mining", "ETF"})
 
 # Words that make an entry about crypto without being tags of their own.
 CONTEXT_WORDS = (
@@ -63,11 +68,11 @@ CONTEXT_WORDS = (
 )
 
 # Tickers that are also ordinary words or common abbreviations (English, Spanish, German:
-# "U.S. DOT", the German "OP"). Written in capitals they count only with crypto context, and
-# in an ALL-CAPS title or summary not at all; with a `$` ("$LINK") or as a trading pair
-# ("LINKUSDT") they always count.
+# "U.S. DOT", the German "OP", a company's CRO). Written in capitals they count only with
+# crypto context, and in an ALL-CAPS title or summary not at all; with a `$` ("$LINK") or as a
+# trading pair ("LINKUSDT") they always count.
 _ORDINARY_WORDS = (
-    "ACE ADA AI ALPHA APE ARB ARK ATOM BAT BEAM BOND CAKE CAT COIN COMP DOG DOGE DOT EDU FLOW FORM "
+    "ACE ADA AI ALPHA APE ARB ARK ATOM BAT BEAM BOND CAKE CAT COIN COMP CRO DOG DOGE DOT EDU FLOW FORM "
     "FUN GAS GOLD HIGH HOOK HOT ID IN IO JOE KEEP LINK LOOKS LUNA MAGIC MANA MASK ME MEME MOVE NEAR "
     "NOT OM ONE OP PEOPLE POND PUMP RAY ROSE RUNE SAFE SAND SOL SOUL STEP SUN SUPER TIME TON TRUMP "
     "UNI WIN"
@@ -81,8 +86,9 @@ _STRATEGY_LEADS = (
     "between about against versus vs giant firm company holder buyer rival"
 )
 
-# Everyday uses of needs-context names, by the name they contain: inside these phrases the
-# name does not count ("ripple effect", "41 degrees Celsius", "Google's Gemini").
+# Everyday uses of names and tickers, by the word they contain: inside these phrases the word
+# does not count ("ripple effect", "41 degrees Celsius", "Google's Gemini", "chainlink fence",
+# the college sports "SEC title", "ETH Zurich" the university, "sell tax" of a token).
 _EVERYDAY_PHRASES: dict[str, re.Pattern[str]] = {
     word: re.compile(rf"(?<!\w)(?:{pattern})(?!\w)", re.IGNORECASE)
     for words, pattern in (
@@ -109,16 +115,111 @@ _EVERYDAY_PHRASES: dict[str, re.Pattern[str]] = {
         ("terra", r"terra\s+(?:firma|incognita|nova|nullius)"),
         ("ether", r"into\s+the\s+ether|(?:diethyl|dimethyl)\s+ether"),
         ("mining miner miners", r"(?:gold|coal|copper|lithium|data|text|process|liquidity)\s+min(?:ing|ers?)"),
-        ("price prices", r"gas\s+prices?"),
+        ("price prices", r"gas\s+prices?|price\s+(?:feeds?|oracles?|alerts?)"),
+        ("tax taxes", r"tax\s+(?:reports?|software|tools?|calculators?)|(?:buy|sell|transfer)\s+tax(?:es)?"),
+        ("hack hacks", r"(?:life|growth|productivity)\s+hacks?"),
+        (
+            "licence licences license licenses",
+            r"(?:open[\s-]source|software|business\s+source|mit|gpl|apache|creative\s+commons)\s+licen[cs]es?",
+        ),
+        ("chainlink", r"chain[\s-]?link\s+(?:fences?|fencing|gates?)"),
+        ("exploit exploits exploited", r"(?:traders|arbitrageurs|investors|bots)\s+exploit(?:s|ed)?"),
+        (
+            "liquidation",
+            r"liquidation\s+(?:plan|proceedings?|process|order|estate)|(?:in|into)\s+liquidation|"
+            r"(?:provisional|voluntary|court[\s-]ordered)\s+liquidation",
+        ),
+        ("law", r"(?:moore|metcalfe|murphy|parkinson|goodhart|gresham|newton)['’]?s\s+law"),
+        (
+            "trial",
+            r"(?:free|pilot|clinical|field|user|beta|cbdc|payments?|live|successful|first)\s+trials?|"
+            r"trial\s+(?:run|period|phase|version|of\s+(?:the\s+)?(?:cbdc|digital|tokeni[sz]ed))",
+        ),
+        ("steal steals stole stealing", r"st(?:eal(?:s|ing)?|ole)\s+the\s+(?:show|spotlight|limelight)"),
+        (
+            "sec",
+            r"sec\s+(?:title|championships?|tournament|football|basketball|baseball|softball|soccer|volleyball|"
+            r"gymnastics|play|opener|games?|media\s+days|schools?|teams?|coach(?:es)?|rivals?|foes?|west|east|"
+            r"network|champions?|schedule|standings)",
+        ),
+        ("eth", r"eth\s+(?:zurich|zürich|zuerich|lausanne)"),
     )
     for word in words.split()
 }
 _PHRASE_REACH = 40  # characters on each side of a name that an everyday phrase may span
 
+# Price moves, found by their shape rather than by one word, for the MARKETS_TAG topic (which
+# like every topic needs crypto context). A move verb counts when a figure follows it: a change
+# in percent ("slides 6%", "sube un 5%"; not a share: "5% of the supply", "rose to 66%"), a
+# price level (not an amount in millions: "drains $45 million" is no price) or a high or low
+# ("tops $105,000", "fällt unter 60.000 Dollar", "sinks to a two-year low"). The commonest
+# verbs also count after a coin as their subject, followed by a pause or a preposition ("TRX
+# climbs after ...", "Altcoins bleed as ...") but not by an object ("Coinbase drops support").
+MARKETS_TAG = "Markets"
+_MOVE_VERBS = {
+    # after a coin, or before any figure
+    "coin or figure": (
+        "rise rises rose rising fall falls fell falling drop drops dropped dropping jump jumps jumped jumping "
+        "climb climbs climbed climbing slide slides slid sliding slip slips slipped slipping sink sinks sank "
+        "sinking dip dips dipped dipping spike spikes spiked spiking rebound rebounds rebounded rebounding "
+        "tank tanks tanked tanking dive dives dived diving skyrocket skyrockets skyrocketed plummet plummets "
+        "plummeted retreat retreats retreated bleed bleeds bled sag sags sagged edge edges edged lose loses "
+        "lost losing steigt stieg fällt fiel sinkt sank springt sprang klettert kletterte stürzt stürzte "
+        "rutscht rutschte verliert verlor sube subió cae cayó baja bajó repunta repuntó avanza avanzó "
+        "retrocede retrocedió pierde perdió desploma dispara"
+    ),
+    # "a tax on crypto gains to 20%" is no move
+    "coin or percent": "gain gains gained gaining",
+    "percent": "shed sheds add adds added up down higher lower",
+    # a company crashes and stolen coins are recovered: only before a figure
+    "figure": "crash crashes crashed crashing recover recovers recovered recovering",
+    # "nears 5% of the supply", "reached 20% adoption": only before a price level or a high/low
+    "level": (
+        "top tops topped hit hits reach reaches reached break breaks broke reclaim reclaims reclaimed near nears "
+        "neared nearing trade trades traded trading pass passes passed cross crosses crossed support resistance "
+        "erreicht supera superó alcanza alcanzó"
+    ),
+}
+_MOVE_KINDS = {verb: kind for kind, verbs in _MOVE_VERBS.items() for verb in verbs.split()}
+_COIN_ROOT = "Blockchain/"  # a name or ticker of a node under it can be the subject of a move
+_CHANGE = (
+    r"(?:[^\S\n]+(?:by|another|nearly|almost|over|more\s+than|about|around|roughly|some|um|un|casi)(?!\w))?"
+    r"[^\S\n]+[+-]?\d+(?:[.,]\d+)?\s?(?:%|(?:percent|per\s?cent|prozent|por\s?ciento)(?!\w))"
+    r"(?![^\S\n]+(?:of|de|der|des)(?!\w))"
+)
+_LEVEL = (
+    r"(?:[^\S\n]+(?:by|to|toward|towards|over|above|below|under|past|beyond|near|nearly|almost|about|"
+    r"around|roughly|more\s+than|another|back|a|an|the|its|their|new|fresh|further|at|unter|über|auf|um|"
+    r"bis|fast|knapp|rund|ein|einen|eine|neues|neue|neuen|un|una|hasta|por|encima|debajo|de|del|los|las|el|"
+    r"la|más|casi|nuevo|nuevos|nueva|sobre)(?!\w)){0,4}[^\S\n]+"
+    r"(?:(?:\$|us\$|€|£)\s?\d[\d,.]*(?![\d,.])(?:\s?k(?!\w))?"
+    r"(?!\s?(?:million|billion|trillion|bn|mn|m|mil|millones|millionen|milliarden)(?!\w))"
+    r"|\d[\d,.]*(?![\d,.])\s?(?:k\s?)?(?:dollars?|dólares|usd|usdt|euros?)(?!\w)"
+    r"|(?:[\w-]+\s+){0,2}(?:highs?|lows?|highest|lowest|hoch|tief|máximos?|mínimos?)(?!\w))"
+)
+_FIGURE_AFTER = re.compile(f"{_CHANGE}|{_LEVEL}")
+_FIGURE_AFTER_KIND = {  # what must follow a verb of each kind
+    "coin or figure": _FIGURE_AFTER,
+    "figure": _FIGURE_AFTER,
+    "coin or percent": re.compile(_CHANGE),
+    "percent": re.compile(_CHANGE),
+    "level": re.compile(_LEVEL),
+}
+_PAUSE_AFTER = re.compile(
+    r"[^\S\n]*(?:$|\n|[,.;:!?—–(]|[^\S\n]+(?:as|after|on|amid|ahead|despite|while|following|below|above|"
+    r"past|toward|towards|to|before|since|against|higher|lower|sharply|further|again|back|tras|mientras|"
+    r"nach|trotz|wegen|weiter)(?!\w))"
+)
+# Words between a coin and its move verb ("ARB token falls", "MSTR shares climb"), and plural
+# words that are the subject of a move as much as a coin is ("Altcoins bleed as ...").
+_SUBJECT_NOUNS = frozenset(("token", "tokens", "price", "prices", "coin", "coins", "shares", "stock", "futures"))
+_PLURAL_SUBJECTS = frozenset(("altcoins", "memecoins", "cryptocurrencies", "cryptos", "tokens", "coins"))
+
 # Quote currencies of trading pairs written together with the ticker (BTCUSDT, ETHBTC).
 _PAIR_QUOTES = ("USDT", "USDC", "BUSD", "USD", "EUR", "GBP", "JPY", "KRW", "BTC", "ETH")
 _PAIR_LABEL = re.compile(r"^([a-z0-9]+?)(?:" + "|".join(q.lower() for q in _PAIR_QUOTES) + r")$")
 
+_POSSESSIVE = re.compile(r"['’]s(?=[\s\-‐‑–])")  # "Polygon's zkEVM" is the name "Polygon zkEVM"
 _MARKUP = re.compile(r"<(script|style)\b.*?</\1\s*>|<!--.*?-->|<[^>]*>", re.IGNORECASE | re.DOTALL)
 _SEPARATORS = re.compile(r"[\s\-‐‑–]+")
 _WORD_EDGE = re.compile(r"^\w(?:.*\w)?$", re.DOTALL)
@@ -202,6 +303,8 @@ def _builtin_rules() -> tuple[TagRule, ...]:
 
 def _name_key(text: str) -> str:
     """The lookup key of a name or of the text a name pattern matched."""
+    if "s" in text:
+        text = _POSSESSIVE.sub("", text)
     return _SEPARATORS.sub("", text).casefold()
 
 
@@ -210,8 +313,9 @@ def _label_key(label: str) -> str:
     return " ".join(html.unescape(label).strip().lstrip("#").split()).casefold()
 
 
-# Atoms of a name pattern: a space in a name, a hyphen in a name.
-_SPACE = r"(?:[^\S\n]|[\-‐‑–])+"  # not across the line between title, summary and categories
+# Atoms of a name pattern: a space in a name (after an optional possessive: "Polygon's
+# zkEVM"), a hyphen in a name.
+_SPACE = r"(?:['’]s)?(?:[^\S\n]|[\-‐‑–])+"  # not across the line between title, summary and categories
 _HYPHEN = r"[\-‐‑–]?"
 
 
@@ -328,9 +432,20 @@ class Taxonomy:
         for label in categories:
             self._match_label(label, found)
         text = "\n".join((title, summary, *categories))
-        self._match_names(text, found)
+        lowered = text.lower()
+        if len(lowered) != len(text):  # rare letters whose lower case is longer: match with IGNORECASE
+            lowered = ""
+        self._match_names(text, lowered, found)
         self._match_tickers(text, len(title), len(title) + 1 + len(summary), found)
-        if (found.pending or found.context_names) and self._about_crypto(found):
+        if self._about_crypto(found):
+            markets = self._markets
+            if (
+                markets is not None
+                and markets not in found.paths
+                and markets not in found.pending
+                and self._has_price_move(text, lowered)
+            ):
+                found.pending.add(markets)
             found.paths.update(found.pending)
             for start, end, meanings in found.context_names:
                 if not _in_everyday_phrase(text, start, end):
@@ -413,6 +528,10 @@ class Taxonomy:
         # the rare text whose length changes when lower-cased.
         self._name_re = re.compile(rf"(?<!\w)(?:{word_pattern})(?!\w)")
         self._name_re_ignorecase = re.compile(rf"(?<!\w)(?:{word_pattern})(?!\w)", re.IGNORECASE)
+        move_pattern = _trie_pattern(_MOVE_KINDS, fold=True)
+        self._move_re = re.compile(rf"(?<!\w)(?:{move_pattern})(?!\w)")
+        self._move_re_ignorecase = re.compile(rf"(?<!\w)(?:{move_pattern})(?!\w)", re.IGNORECASE)
+        self._markets = MARKETS_TAG if MARKETS_TAG in self._paths else None
         symbols = _trie_pattern(tickers, fold=False)
         first_chars = "".join(sorted({re.escape(ticker[0]) for ticker in tickers}))
         self._ticker_re = re.compile(
@@ -430,12 +549,8 @@ class Taxonomy:
         for meaning in meanings or ():
             (found.pending if meaning.needs_context else found.paths).add(meaning.path)
 
-    def _match_names(self, text: str, found: _Matches) -> None:
-        lowered = text.lower()
-        if len(lowered) == len(text):
-            matches = self._name_re.finditer(lowered)
-        else:
-            matches = self._name_re_ignorecase.finditer(text)
+    def _match_names(self, text: str, lowered: str, found: _Matches) -> None:
+        matches = self._name_re.finditer(lowered) if lowered else self._name_re_ignorecase.finditer(text)
         for match in matches:
             matched = match.group()
             split = self._names.get(matched) or self._names.get(_name_key(matched))
@@ -443,6 +558,8 @@ class Taxonomy:
                 found.context_word = found.context_word or _name_key(matched) in self._context_words
                 continue
             plain_paths, context_meanings = split
+            if plain_paths and matched in _EVERYDAY_PHRASES and _in_everyday_phrase(text, *match.span()):
+                continue  # "chainlink fence": even a name that needs no context has everyday uses
             found.paths.update(plain_paths)
             if context_meanings:
                 found.context_names.append((match.start(), match.end(), context_meanings))
@@ -460,8 +577,46 @@ class Taxonomy:
                     shouting[in_title] = _is_all_caps(part)
                 if shouting[in_title]:
                     continue
+            if caps and _in_everyday_phrase(text, match.start(), match.end()):  # "SEC title", "ETH Zurich"
+                continue
             for meaning in self._tickers.get(ticker, ()):
                 (found.pending if meaning.needs_context or ordinary else found.paths).add(meaning.path)
+
+    def _has_price_move(self, text: str, lowered: str) -> bool:
+        """Whether the text reports a price move by its shape (see MARKETS_TAG)."""
+        source = lowered or text
+        matches = (self._move_re if lowered else self._move_re_ignorecase).finditer(source)
+        for match in matches:
+            kind = _MOVE_KINDS.get(match.group().lower(), "coin or figure")
+            end = match.end()
+            if _FIGURE_AFTER_KIND[kind].match(source, end):
+                return True
+            after_coin = kind.startswith("coin") and _PAUSE_AFTER.match(source, end)
+            if after_coin and self._is_coin_before(text, match.start()):
+                return True
+        return False
+
+    def _is_coin_before(self, text: str, start: int) -> bool:
+        """Whether the words just before text[start] name a coin ("Tron's TRX", "ARB token")."""
+        line_start = text.rfind("\n", 0, start) + 1
+        words = text[max(line_start, start - _PHRASE_REACH) : start].split()
+        if len(words) > 1 and words[-1].lower() in _SUBJECT_NOUNS:
+            words.pop()
+        if not words:
+            return False
+        word = _POSSESSIVE.sub("", words[-1] + " ").strip().strip("()[],:;\"'‘’“”")
+        if word.lower() in _PLURAL_SUBJECTS:
+            return True
+        if word.startswith("$"):
+            word = word[1:].upper()
+        if word in self._tickers:
+            return True
+        split = self._names.get(_name_key(word))
+        if split is None:
+            return False
+        plain_paths, context_meanings = split
+        paths = plain_paths | {meaning.path for meaning in context_meanings}
+        return any(path.startswith(_COIN_ROOT) for path in paths)
 
     @staticmethod
     def _about_crypto(found: _Matches) -> bool:
