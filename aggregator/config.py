@@ -253,6 +253,7 @@ def _settings_from_json(data: dict[str, Any]) -> Settings:
                 tickers=tuple(rule["tickers"]),
                 aliases=tuple(rule["aliases"]),
                 needs_context=rule["needs_context"],
+                replace=rule.get("replace", False),
             )
             for rule in data["tag_rules"]
         ),

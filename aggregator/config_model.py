@@ -193,6 +193,7 @@ class TagSpec(_Strict):
     tickers: list[str] = Field(default_factory=list)
     aliases: list[str] = Field(default_factory=list)
     needs_context: bool | list[str] = False
+    replace: bool = False
 
 
 class ConfigFile(_Strict):
@@ -371,4 +372,6 @@ def validate_config(path: Path, raw: dict[str, Any]) -> ConfigFile:
 
 
 def tag_rules(path: str, spec: TagSpec) -> tuple[TagRule, ...]:
-    return TagRule.from_spec(check_tag_path(path), spec.names, spec.tickers, spec.aliases, spec.needs_context)
+    return TagRule.from_spec(
+        check_tag_path(path), spec.names, spec.tickers, spec.aliases, spec.needs_context, spec.replace
+    )

@@ -163,7 +163,8 @@ class TagRule:
     `names` match case-insensitively as whole words; `tickers` only as written in
     capitals or with `$`; `aliases` are outlet category labels that map to this
     node; `needs_context` names (Gemini, Kraken, ...) count only when the same
-    text is clearly about crypto.
+    text is clearly about crypto. A `replace` rule (from feeds.yaml) takes the place
+    of the built-in node with its path instead of adding to it.
     """
 
     path: str
@@ -171,6 +172,7 @@ class TagRule:
     tickers: tuple[str, ...] = ()
     aliases: tuple[str, ...] = ()
     needs_context: bool = False
+    replace: bool = False
 
     @classmethod
     def from_spec(
@@ -180,6 +182,7 @@ class TagRule:
         tickers: Sequence[str] = (),
         aliases: Sequence[str] = (),
         needs_context: bool | Sequence[str] = False,
+        replace: bool = False,
     ) -> tuple[TagRule, ...]:
         """The rules of one taxonomy node as written in YAML (taxonomy.yaml or feeds.yaml `tags:`).
 
@@ -192,7 +195,7 @@ class TagRule:
                 if not _WORD_EDGE.match(word):
                     raise ValueError(f"{key}: {word!r} must start and end with a letter or digit")
         if isinstance(needs_context, bool):
-            return (cls(path, tuple(names), tuple(tickers), tuple(aliases), needs_context),)
+            return (cls(path, tuple(names), tuple(tickers), tuple(aliases), needs_context, replace),)
         listed = set(needs_context)
         strangers = sorted(listed - set(names) - set(tickers))
         if strangers:
@@ -202,6 +205,7 @@ class TagRule:
             tuple(name for name in names if name not in listed),
             tuple(ticker for ticker in tickers if ticker not in listed),
             tuple(aliases),
+            replace=replace,
         )
         if not listed:
             return (free,)
@@ -210,6 +214,7 @@ class TagRule:
             tuple(name for name in names if name in listed),
             tuple(ticker for ticker in tickers if ticker in listed),
             needs_context=True,
+            replace=replace,
         )
         return (free, bound)
 

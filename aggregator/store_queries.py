@@ -119,7 +119,11 @@ class Queries:
         since_text = iso(since) if since else ""
         where = "WHERE e.id > ? AND e.published >= ?"
         if tag is not None:
-            where += f" AND e.id IN ({_TAGGED_ENTRY_IDS})"
+            # EXISTS, not IN: each page checks its own rows instead of listing every tagged entry again.
+            where += (
+                " AND EXISTS (SELECT 1 FROM entry_tags et JOIN tags t ON t.id = et.tag_id "
+                "WHERE et.entry_id = e.id AND t.path = ?)"
+            )
         while True:
             page = self._entries(
                 where,

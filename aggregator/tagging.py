@@ -225,7 +225,7 @@ _SEPARATORS = re.compile(r"[\s\-‐‑–]+")
 _WORD_EDGE = re.compile(r"^\w(?:.*\w)?$", re.DOTALL)
 
 # A rule node's keys, as written in taxonomy.yaml and in feeds.yaml `tags:`.
-RULE_KEYS = ("names", "tickers", "aliases", "needs_context")
+RULE_KEYS = ("names", "tickers", "aliases", "needs_context", "replace")
 
 
 def normalize_tag(tag: str) -> str:
@@ -275,8 +275,11 @@ def rules_from_mapping(data: Mapping[str, object], where: str = "tags") -> tuple
         context = node.get("needs_context", False)
         if not isinstance(context, bool):
             context = _string_list(context, f"{key}.needs_context")
+        replace = node.get("replace", False)
+        if not isinstance(replace, bool):
+            raise ValueError(f"{key}.replace: expected true or false")
         try:
-            rules.extend(TagRule.from_spec(path, names, tickers, aliases, context))
+            rules.extend(TagRule.from_spec(path, names, tickers, aliases, context, replace))
         except ValueError as error:
             raise ValueError(f"{key}.{error}") from None
     return tuple(rules)
@@ -400,11 +403,14 @@ class Taxonomy:
         """The built-in taxonomy (aggregator/taxonomy.yaml) extended by `extra`.
 
         `extra` comes from feeds.yaml `tags:`. An extra rule for an existing path (compared
-        case-insensitively) adds its names, tickers and aliases to that node; a new path adds
-        a node. Raises ValueError for an empty path segment or a name that does not start
+        case-insensitively) adds its names, tickers and aliases to that node, or with `replace`
+        takes the node's place (an empty replacement switches a built-in tag off); a new path
+        adds a node. Raises ValueError for an empty path segment or a name that does not start
         and end with a letter or digit.
         """
-        return cls((*_builtin_rules(), *extra))
+        replaced = {normalize_tag(rule.path).casefold() for rule in extra if rule.replace}
+        builtin = [rule for rule in _builtin_rules() if normalize_tag(rule.path).casefold() not in replaced]
+        return cls((*builtin, *extra))
 
     @property
     def paths(self) -> tuple[str, ...]:

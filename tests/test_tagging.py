@@ -319,3 +319,24 @@ def test_real_outlet_entries_are_tagged(corpus_dir: Path) -> None:
     assert crypto > 0
     assert tagged / crypto > 0.9, f"only {tagged} of {crypto} crypto entries got a tag"
     assert general_crypto_tags == []
+
+
+# --- feeds.yaml overriding the built-in taxonomy ------------------------------------------------
+
+
+def test_a_replace_rule_takes_the_place_of_the_builtin_node() -> None:
+    title = "Kraken exchange halts deposits of bitcoin"
+    assert "Blockchain/Kraken" in Taxonomy.load().tags_for(title, "", [], [])
+    switched_off = Taxonomy.load(rules_from_mapping({"blockchain/kraken": {"replace": True}}))
+    assert "Blockchain/Kraken" not in switched_off.tags_for(title, "", [], [])
+    narrowed = Taxonomy.load(rules_from_mapping({"Blockchain/Kraken": {"names": ["Kraken Pro"], "replace": True}}))
+    assert "Blockchain/Kraken" not in narrowed.tags_for(title, "", [], [])
+    assert "Blockchain/Kraken" in narrowed.tags_for("Kraken Pro adds a bitcoin order type", "", [], [])
+    extended = Taxonomy.load(rules_from_mapping({"Blockchain/Kraken": {"names": ["Payward"]}}))
+    assert "Blockchain/Kraken" in extended.tags_for(title, "", [], [])
+    assert "Blockchain/Kraken" in extended.tags_for("Payward files its annual report", "", [], [])
+
+
+def test_replace_must_be_a_boolean() -> None:
+    with pytest.raises(ValueError, match=r"tags\.Blockchain/Kraken\.replace"):
+        rules_from_mapping({"Blockchain/Kraken": {"replace": "yes"}})
