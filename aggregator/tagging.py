@@ -41,6 +41,15 @@ from typing import Any
 import yaml
 
 from aggregator.models import TagRule
+from aggregator.tagging_moves import (
+    COIN_ROOT,
+    FIGURE_AFTER_KIND,
+    MARKETS_TAG,
+    MOVE_KINDS,
+    PAUSE_AFTER,
+    PLURAL_SUBJECTS,
+    SUBJECT_NOUNS,
+)
 
 TAXONOMY_RESOURCE = "taxonomy.yaml"
 
@@ -147,73 +156,6 @@ _EVERYDAY_PHRASES: dict[str, re.Pattern[str]] = {
     for word in words.split()
 }
 _PHRASE_REACH = 40  # characters on each side of a name that an everyday phrase may span
-
-# Price moves, found by their shape rather than by one word, for the MARKETS_TAG topic (which
-# like every topic needs crypto context). A move verb counts when a figure follows it: a change
-# in percent ("slides 6%", "sube un 5%"; not a share: "5% of the supply", "rose to 66%"), a
-# price level (not an amount in millions: "drains $45 million" is no price) or a high or low
-# ("tops $105,000", "fällt unter 60.000 Dollar", "sinks to a two-year low"). The commonest
-# verbs also count after a coin as their subject, followed by a pause or a preposition ("TRX
-# climbs after ...", "Altcoins bleed as ...") but not by an object ("Coinbase drops support").
-MARKETS_TAG = "Markets"
-_MOVE_VERBS = {
-    # after a coin, or before any figure
-    "coin or figure": (
-        "rise rises rose rising fall falls fell falling drop drops dropped dropping jump jumps jumped jumping "
-        "climb climbs climbed climbing slide slides slid sliding slip slips slipped slipping sink sinks sank "
-        "sinking dip dips dipped dipping spike spikes spiked spiking rebound rebounds rebounded rebounding "
-        "tank tanks tanked tanking dive dives dived diving skyrocket skyrockets skyrocketed plummet plummets "
-        "plummeted retreat retreats retreated bleed bleeds bled sag sags sagged edge edges edged lose loses "
-        "lost losing steigt stieg fällt fiel sinkt sank springt sprang klettert kletterte stürzt stürzte "
-        "rutscht rutschte verliert verlor sube subió cae cayó baja bajó repunta repuntó avanza avanzó "
-        "retrocede retrocedió pierde perdió desploma dispara"
-    ),
-    # "a tax on crypto gains to 20%" is no move
-    "coin or percent": "gain gains gained gaining",
-    "percent": "shed sheds add adds added up down higher lower",
-    # a company crashes and stolen coins are recovered: only before a figure
-    "figure": "crash crashes crashed crashing recover recovers recovered recovering",
-    # "nears 5% of the supply", "reached 20% adoption": only before a price level or a high/low
-    "level": (
-        "top tops topped hit hits reach reaches reached break breaks broke reclaim reclaims reclaimed near nears "
-        "neared nearing trade trades traded trading pass passes passed cross crosses crossed support resistance "
-        "erreicht supera superó alcanza alcanzó"
-    ),
-}
-_MOVE_KINDS = {verb: kind for kind, verbs in _MOVE_VERBS.items() for verb in verbs.split()}
-_COIN_ROOT = "Blockchain/"  # a name or ticker of a node under it can be the subject of a move
-_CHANGE = (
-    r"(?:[^\S\n]+(?:by|another|nearly|almost|over|more\s+than|about|around|roughly|some|um|un|casi)(?!\w))?"
-    r"[^\S\n]+[+-]?\d+(?:[.,]\d+)?\s?(?:%|(?:percent|per\s?cent|prozent|por\s?ciento)(?!\w))"
-    r"(?![^\S\n]+(?:of|de|der|des)(?!\w))"
-)
-_LEVEL = (
-    r"(?:[^\S\n]+(?:by|to|toward|towards|over|above|below|under|past|beyond|near|nearly|almost|about|"
-    r"around|roughly|more\s+than|another|back|a|an|the|its|their|new|fresh|further|at|unter|über|auf|um|"
-    r"bis|fast|knapp|rund|ein|einen|eine|neues|neue|neuen|un|una|hasta|por|encima|debajo|de|del|los|las|el|"
-    r"la|más|casi|nuevo|nuevos|nueva|sobre)(?!\w)){0,4}[^\S\n]+"
-    r"(?:(?:\$|us\$|€|£)\s?\d[\d,.]*(?![\d,.])(?:\s?k(?!\w))?"
-    r"(?!\s?(?:million|billion|trillion|bn|mn|m|mil|millones|millionen|milliarden)(?!\w))"
-    r"|\d[\d,.]*(?![\d,.])\s?(?:k\s?)?(?:dollars?|dólares|usd|usdt|euros?)(?!\w)"
-    r"|(?:[\w-]+\s+){0,2}(?:highs?|lows?|highest|lowest|hoch|tief|máximos?|mínimos?)(?!\w))"
-)
-_FIGURE_AFTER = re.compile(f"{_CHANGE}|{_LEVEL}")
-_FIGURE_AFTER_KIND = {  # what must follow a verb of each kind
-    "coin or figure": _FIGURE_AFTER,
-    "figure": _FIGURE_AFTER,
-    "coin or percent": re.compile(_CHANGE),
-    "percent": re.compile(_CHANGE),
-    "level": re.compile(_LEVEL),
-}
-_PAUSE_AFTER = re.compile(
-    r"[^\S\n]*(?:$|\n|[,.;:!?—–(]|[^\S\n]+(?:as|after|on|amid|ahead|despite|while|following|below|above|"
-    r"past|toward|towards|to|before|since|against|higher|lower|sharply|further|again|back|tras|mientras|"
-    r"nach|trotz|wegen|weiter)(?!\w))"
-)
-# Words between a coin and its move verb ("ARB token falls", "MSTR shares climb"), and plural
-# words that are the subject of a move as much as a coin is ("Altcoins bleed as ...").
-_SUBJECT_NOUNS = frozenset(("token", "tokens", "price", "prices", "coin", "coins", "shares", "stock", "futures"))
-_PLURAL_SUBJECTS = frozenset(("altcoins", "memecoins", "cryptocurrencies", "cryptos", "tokens", "coins"))
 
 # Quote currencies of trading pairs written together with the ticker (BTCUSDT, ETHBTC).
 _PAIR_QUOTES = ("USDT", "USDC", "BUSD", "USD", "EUR", "GBP", "JPY", "KRW", "BTC", "ETH")
@@ -534,7 +476,7 @@ class Taxonomy:
         # the rare text whose length changes when lower-cased.
         self._name_re = re.compile(rf"(?<!\w)(?:{word_pattern})(?!\w)")
         self._name_re_ignorecase = re.compile(rf"(?<!\w)(?:{word_pattern})(?!\w)", re.IGNORECASE)
-        move_pattern = _trie_pattern(_MOVE_KINDS, fold=True)
+        move_pattern = _trie_pattern(MOVE_KINDS, fold=True)
         self._move_re = re.compile(rf"(?<!\w)(?:{move_pattern})(?!\w)")
         self._move_re_ignorecase = re.compile(rf"(?<!\w)(?:{move_pattern})(?!\w)", re.IGNORECASE)
         self._markets = MARKETS_TAG if MARKETS_TAG in self._paths else None
@@ -593,11 +535,11 @@ class Taxonomy:
         source = lowered or text
         matches = (self._move_re if lowered else self._move_re_ignorecase).finditer(source)
         for match in matches:
-            kind = _MOVE_KINDS.get(match.group().lower(), "coin or figure")
+            kind = MOVE_KINDS.get(match.group().lower(), "coin or figure")
             end = match.end()
-            if _FIGURE_AFTER_KIND[kind].match(source, end):
+            if FIGURE_AFTER_KIND[kind].match(source, end):
                 return True
-            after_coin = kind.startswith("coin") and _PAUSE_AFTER.match(source, end)
+            after_coin = kind.startswith("coin") and PAUSE_AFTER.match(source, end)
             if after_coin and self._is_coin_before(text, match.start()):
                 return True
         return False
@@ -606,12 +548,12 @@ class Taxonomy:
         """Whether the words just before text[start] name a coin ("Tron's TRX", "ARB token")."""
         line_start = text.rfind("\n", 0, start) + 1
         words = text[max(line_start, start - _PHRASE_REACH) : start].split()
-        if len(words) > 1 and words[-1].lower() in _SUBJECT_NOUNS:
+        if len(words) > 1 and words[-1].lower() in SUBJECT_NOUNS:
             words.pop()
         if not words:
             return False
         word = _POSSESSIVE.sub("", words[-1] + " ").strip().strip("()[],:;\"'‘’“”")
-        if word.lower() in _PLURAL_SUBJECTS:
+        if word.lower() in PLURAL_SUBJECTS:
             return True
         if word.startswith("$"):
             word = word[1:].upper()
@@ -622,7 +564,7 @@ class Taxonomy:
             return False
         plain_paths, context_meanings = split
         paths = plain_paths | {meaning.path for meaning in context_meanings}
-        return any(path.startswith(_COIN_ROOT) for path in paths)
+        return any(path.startswith(COIN_ROOT) for path in paths)
 
     @staticmethod
     def _about_crypto(found: _Matches) -> bool:
