@@ -28,11 +28,14 @@ _TAG_LIST = (
     "SELECT group_concat(t.path, char(31)) FROM entry_tags et JOIN tags t ON t.id = et.tag_id WHERE et.entry_id = e.id"
 )
 _TAGGED_ENTRY_IDS = "SELECT et.entry_id FROM entry_tags et JOIN tags t ON t.id = et.tag_id WHERE t.path = ?"
+_ENTRY_HAS_TAG = "SELECT 1 FROM entry_tags et JOIN tags t ON t.id = et.tag_id WHERE et.entry_id = e.id AND t.path = ?"
 _STORY_COLUMNS = "s.id, s.uid, s.headline, s.first_seen, s.updated"
 # Search snippets mark matches with these (never found in stored text); callers escape, then mark.
 MATCH_START = "\x02"
 MATCH_END = "\x03"
 SNIPPET_TOKENS = 24
+# Search ranks (by bm25) at most this many of the newest matching entries.
+SEARCH_CANDIDATES = 500
 # Words that make a query FTS5 syntax rather than plain words to look for.
 _FTS_SYNTAX_RE = re.compile(r'["()*^:{}]|\b(?:AND|OR|NOT|NEAR)\b')
 _WORD_RE = re.compile(r"\w+(?:[.'’-]\w+)*")
@@ -120,10 +123,7 @@ class Queries:
         where = "WHERE e.id > ? AND e.published >= ?"
         if tag is not None:
             # EXISTS, not IN: each page checks its own rows instead of listing every tagged entry again.
-            where += (
-                " AND EXISTS (SELECT 1 FROM entry_tags et JOIN tags t ON t.id = et.tag_id "
-                "WHERE et.entry_id = e.id AND t.path = ?)"
-            )
+            where += f" AND EXISTS ({_ENTRY_HAS_TAG})"
         while True:
             page = self._entries(
                 where,
@@ -268,15 +268,26 @@ class Queries:
             where.append("f.name = ?")
             params.append(feed)
         if tag is not None:
-            where.append(f"e.id IN ({_TAGGED_ENTRY_IDS})")
+            where.append(f"EXISTS ({_ENTRY_HAS_TAG})")
             params.append(tag)
-        sql = f"""SELECT {_ENTRY_COLUMNS}, bm25(entries_fts, 5.0, 1.0) AS rank,
-                         snippet(entries_fts, -1, '{MATCH_START}', '{MATCH_END}', '…', {SNIPPET_TOKENS}) AS snip
-                  FROM entries_fts JOIN entries e ON e.id = entries_fts.rowid JOIN feeds f ON f.id = e.feed_id
-                  LEFT JOIN stories st ON st.id = e.story_id
-                  WHERE {" AND ".join(where)} ORDER BY rank, e.published DESC LIMIT ?"""
+        # Rank the newest SEARCH_CANDIDATES matches only: FTS5 walks its index newest first and stops
+        # there, so a word in half the archive costs as much as a rare one.
+        ranked = f"""SELECT entries_fts.rowid AS id, bm25(entries_fts, 5.0, 1.0) AS rank, e.published
+                     FROM entries_fts JOIN entries e ON e.id = entries_fts.rowid JOIN feeds f ON f.id = e.feed_id
+                     WHERE {" AND ".join(where)} ORDER BY entries_fts.rowid DESC LIMIT {SEARCH_CANDIDATES}"""
         try:
-            rows = self.conn.execute(sql, (*params, int(limit))).fetchall()
+            candidates = self.conn.execute(ranked, params).fetchall()
+            best = sorted(candidates, key=lambda row: (row["rank"], _descending(row["published"])))[: int(limit)]
+            rank_of = {int(row["id"]): float(row["rank"]) for row in best}
+            marks = ",".join("?" * len(rank_of))
+            rows = self.conn.execute(
+                f"""SELECT {_ENTRY_COLUMNS},
+                           snippet(entries_fts, -1, '{MATCH_START}', '{MATCH_END}', '…', {SNIPPET_TOKENS}) AS snip
+                    FROM entries_fts JOIN entries e ON e.id = entries_fts.rowid JOIN feeds f ON f.id = e.feed_id
+                    LEFT JOIN stories st ON st.id = e.story_id
+                    WHERE entries_fts MATCH ? AND entries_fts.rowid IN ({marks})""",
+                (match, *rank_of),
+            ).fetchall()
         except sqlite3.OperationalError as error:
             if "no such table" in str(error):
                 raise StoreError(
@@ -287,7 +298,9 @@ class Queries:
                 raise StoreError(f"search failed: {error}") from None
             # Everything else SQLite says here is about the query: a syntax error, an open quote, ...
             raise SearchQueryError(f"cannot read the search query {query!r}: {error}") from None
-        return [SearchHit(_entry(row), float(row["rank"]), row["snip"] or "") for row in rows]
+        hits = [SearchHit(_entry(row), rank_of[int(row["id"])], row["snip"] or "") for row in rows]
+        order = {entry_id: position for position, entry_id in enumerate(rank_of)}
+        return sorted(hits, key=lambda hit: order[hit.entry.id])
 
 
 def fts_query(query: str) -> str:
@@ -306,6 +319,11 @@ def fts_query(query: str) -> str:
     if not words:
         raise SearchQueryError(f"the search query {query!r} has no words to look for")
     return " ".join(f'"{word}"' for word in words)
+
+
+def _descending(text: str) -> tuple[int, ...]:
+    """A sort key that puts later ISO dates first."""
+    return tuple(-ord(char) for char in text)
 
 
 def _required_date(text: str | None) -> datetime:
