@@ -10,6 +10,7 @@ from __future__ import annotations
 import sqlite3
 import subprocess
 import sys
+import time
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from pathlib import Path
@@ -176,7 +177,9 @@ def test_one_event_from_three_outlets_is_one_story_refreshed_not_repeated(
     assert (public / "tags" / "blockchain" / "kraken.html").is_file()
     assert page.text_content().count(HALT[0][1]) == 1, "the event is shown once"
 
-    # Gamma reports it later: the same feed item, refreshed.
+    # Gamma reports it later: the same feed item, refreshed. Stored times have one-second
+    # resolution, so let a second pass for "later" to show in `updated`.
+    time.sleep(1.1)
     feed_server.add("/gamma.xml", rss("Gamma", [HALT[2], *OTHERS["gamma"]]))
     assert run_cli("update", config=outlets).returncode == 0
     assert {"alpha-halt", "beta-halt", "gamma-halt"} in stories_in(database).values()
