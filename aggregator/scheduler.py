@@ -44,6 +44,8 @@ SHUTDOWN_GRACE_SECONDS = 5.0
 LAST_DIGEST_KEY = "last_digest"
 # Feeds due at start are spread over this many seconds at most (the fetcher's limits do the rest).
 START_SPREAD_SECONDS = 5.0
+# The most entries one poll job groups into stories (or gives their text, after an upgrade).
+STORY_SLICE = 5000
 
 
 class DatabaseLock:
@@ -136,6 +138,7 @@ class Daemon:
         self._inflight: set[asyncio.Task[object]] = set()
         self._render_lock = asyncio.Lock()
         self._render_wanted = False
+        self._stories_behind = True  # entries left in no story by a crash or an older version
         self._render_task: asyncio.Task[None] | None = None
         self._last_render = float("-inf")
         self._render_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="render")
@@ -258,8 +261,9 @@ class Daemon:
             feed = self.settings.feed(name)
             result = await self.poller.poll(feed, explicit=False)
             self._reschedule(feed, result)
-            if result.new:
-                self.poller.assign_stories()
+            if result.new or self._stories_behind:
+                # Bounded, so a database upgraded from an older version is caught up a slice at a time.
+                self._stories_behind = self.poller.assign_stories(limit=STORY_SLICE) >= STORY_SLICE
             if result.new or result.updated:
                 self._request_render()
         except KeyError:

@@ -214,16 +214,20 @@ class Poller:
         self.stories = StoryIndex()
         self._texts_checked = False
 
-    def assign_stories(self) -> int:
+    def assign_stories(self, limit: int | None = None) -> int:
         """Put the entries stored since the last call into cross-outlet stories; returns how many.
 
-        A database error is logged and left for the next call: the entries simply wait in no story.
+        With a `limit` (the daemon's, so one call never holds its event loop for long) at most
+        that many entries are handled; the rest wait for the next call. A database error is
+        logged and left for the next call: the entries simply wait in no story.
         """
         try:
             if not self._texts_checked:
-                fill_missing_texts(self.store)
-                self._texts_checked = True
-            return assign_pending(self.store, self.stories, self.clock())
+                filled = fill_missing_texts(self.store, limit=limit)
+                self._texts_checked = limit is None or filled < limit
+                if not self._texts_checked:
+                    return filled  # stories wait until every entry has its text
+            return assign_pending(self.store, self.stories, self.clock(), limit=limit)
         except StoreError as error:
             log.error("could not group entries into stories (will retry): %s", error)
             return 0
@@ -370,12 +374,15 @@ class Poller:
         )
 
 
-def fill_missing_texts(store: Store, batch: int = 1000) -> int:
-    """Give entries stored by an older version their plain text, so search and stories see them."""
+def fill_missing_texts(store: Store, batch: int = 1000, limit: int | None = None) -> int:
+    """Give entries stored by an older version their plain text, so search and stories see them.
+
+    Handles at most `limit` entries (all when None); returns how many it handled.
+    """
     from aggregator.parse import plain_text
 
     done = 0
-    while rows := store.entries_missing_text(batch):
+    while (limit is None or done < limit) and (rows := store.entries_missing_text(batch)):
         store.set_entry_texts([(entry_id, plain_text(summary, content)) for entry_id, summary, content in rows])
         done += len(rows)
     if done:

@@ -46,7 +46,6 @@ LIBRARY_OWNER = {
     "click": {"cli"},
     "yaml": {"config", "tagging"},
     "pydantic": {"config_model"},
-    "rapidfuzz": {"stories"},
 }
 
 
