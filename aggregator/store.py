@@ -358,7 +358,8 @@ class Store(Queries):
     def save_story_assignments(self, assignments: Sequence[tuple[int, int]], now: datetime) -> None:
         """Put each (entry id, story id) in its story, in one transaction, and refresh those stories.
 
-        A story's id is its first entry's id; an entry already in a story stays where it is,
+        A story's id is its first stored entry's id; its headline is its first reporter's (the
+        earliest published) title. An entry already in a story stays where it is,
         so assignments are idempotent. A story that gained an entry is `updated` now.
         """
         if not assignments:
@@ -388,7 +389,8 @@ class Store(Queries):
                 conn.execute(
                     f"""UPDATE stories SET
                           uid = (SELECT uid FROM entries WHERE id = stories.first_entry_id),
-                          headline = (SELECT title FROM entries WHERE id = stories.first_entry_id),
+                          headline = (SELECT title FROM entries WHERE story_id = stories.id
+                                      ORDER BY published, id LIMIT 1),
                           first_seen = (SELECT min(published) FROM entries WHERE story_id = stories.id),
                           last_seen = (SELECT max(published) FROM entries WHERE story_id = stories.id),
                           feeds = (SELECT count(DISTINCT feed_id) FROM entries WHERE story_id = stories.id),

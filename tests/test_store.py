@@ -295,3 +295,14 @@ def test_upgrading_a_version_4_database_indexes_old_entries(tmp_path: Path) -> N
         assert fill_missing_texts(store) == 1
         (hit,) = store.search("rigs")
         assert hit.entry.text == "About mining rigs"
+
+
+def test_a_story_headline_is_its_first_reporters_even_when_stored_later(store: Store) -> None:
+    late = store.save_poll(poll("alpha", entry("late", "Second report", NOW - timedelta(hours=1)))).new_ids[0]
+    early = store.save_poll(poll("beta", entry("early", "First report", NOW - timedelta(hours=3)))).new_ids[0]
+    store.save_story_assignments([(late, late), (early, late)], NOW)
+    (story,) = store.stories_between(NOW - timedelta(days=1), NOW + timedelta(days=1))
+    assert story.id == late, "the id stays the first stored entry's"
+    assert story.headline == "First report"
+    assert [member.title for member in story.entries] == ["First report", "Second report"]
+    assert story.first_seen == NOW - timedelta(hours=3)
