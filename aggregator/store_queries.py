@@ -38,6 +38,7 @@ SNIPPET_TOKENS = 24
 SEARCH_CANDIDATES = 500
 # Words that make a query FTS5 syntax rather than plain words to look for.
 _FTS_SYNTAX_RE = re.compile(r'["()*^:{}]|\b(?:AND|OR|NOT|NEAR)\b')
+_COMPOUND_WORD_RE = re.compile(r"(?<![\w\"])\w+(?:[.'’-]\w+)+(?![\w*])")
 _WORD_RE = re.compile(r"\w+(?:[.'’-]\w+)*")
 
 
@@ -308,13 +309,18 @@ def fts_query(query: str) -> str:
 
     Plain words become quoted terms that must all appear ("Crypto.com" and "Binance's"
     are words, not syntax); a query that already uses FTS5 syntax (quotes, AND/OR/NOT,
-    NEAR, a prefix *, a column:) is passed on as written.
+    NEAR, a prefix *, a column:) is passed on as written, except that its words with a dot,
+    apostrophe or hyphen are quoted (`Crypto.com OR Gemini`), which FTS5 would reject.
     """
     text = query.strip()
     if not text:
         raise SearchQueryError("the search query is empty; give one or more words")
     if _FTS_SYNTAX_RE.search(text):
-        return text
+        # Outside quoted phrases (the odd-numbered parts are inside), quote compound words.
+        parts = text.split('"')
+        for index in range(0, len(parts), 2):
+            parts[index] = _COMPOUND_WORD_RE.sub(lambda match: f'"{match.group()}"', parts[index])
+        return '"'.join(parts)
     words = _WORD_RE.findall(text)
     if not words:
         raise SearchQueryError(f"the search query {query!r} has no words to look for")

@@ -306,3 +306,16 @@ def test_a_story_headline_is_its_first_reporters_even_when_stored_later(store: S
     assert story.headline == "First report"
     assert [member.title for member in story.entries] == ["First report", "Second report"]
     assert story.first_seen == NOW - timedelta(hours=3)
+
+
+def test_fts_syntax_queries_may_hold_words_with_dots_and_hyphens(store: Store) -> None:
+    store.save_poll(
+        poll(
+            "alpha",
+            EntryData(key="c", title="Crypto.com adds a layer-2 network", published=NOW),
+            EntryData(key="g", title="Gemini lists a token", published=NOW),
+        )
+    )
+    assert {hit.entry.key for hit in store.search("Crypto.com OR Gemini")} == {"c", "g"}
+    assert {hit.entry.key for hit in store.search("layer-2 NOT Gemini")} == {"c"}
+    assert {hit.entry.key for hit in store.search('"lists a token" OR Crypto.com')} == {"c", "g"}
