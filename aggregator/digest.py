@@ -96,7 +96,7 @@ class DigestSection:
 
 def rank_key(story: Story) -> tuple[int, float, int]:
     """Most outlets first, then the most recently reported (ties by id, so the order is stable)."""
-    latest = max(_as_utc(entry.published) for entry in story.entries)
+    latest = max(as_utc(entry.published) for entry in story.entries)
     return (-len(story.feeds), -latest.timestamp(), -story.id)
 
 
@@ -137,7 +137,7 @@ def view(story: Story, tz: ZoneInfo, root: str = "") -> DigestStory:
     """A story's view: the first report's headline and link, a summary, every report with its outlet."""
     first = story.entries[0]
     reports = [_report(entry, tz, first=entry is first) for entry in story.entries]
-    local = _as_utc(story.first_seen).astimezone(tz)
+    local = as_utc(story.first_seen).astimezone(tz)
     return DigestStory(
         id=story.id,
         headline=xml_text(story.headline or first.title).strip() or "(untitled)",
@@ -258,7 +258,7 @@ def _story_summary(story: Story) -> str:
 
 
 def _report(entry: Entry, tz: ZoneInfo, *, first: bool) -> Report:
-    local = _as_utc(entry.published).astimezone(tz)
+    local = as_utc(entry.published).astimezone(tz)
     return Report(
         outlet=xml_text(entry.feed_title or entry.feed),
         outlet_link=web_link(entry.feed_link),
@@ -275,7 +275,7 @@ def _percent_encoded(match: re.Match[str]) -> str:
     return "".join(f"%{byte:02X}" for byte in match.group().encode("utf-8", "surrogatepass"))
 
 
-def _as_utc(moment: datetime) -> datetime:
+def as_utc(moment: datetime) -> datetime:
     """Stored dates are UTC; a naive one is taken to be UTC too."""
     if moment.tzinfo is None:
         return moment.replace(tzinfo=UTC)

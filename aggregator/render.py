@@ -37,6 +37,7 @@ from aggregator import PROJECT_URL, __version__
 from aggregator.digest import (
     XML_INVALID,
     DigestSection,
+    as_utc,
     digest_sections,
     plain_summary,
     section_for,
@@ -328,7 +329,7 @@ def atom_feed(
     rel=self link. No date in the document lies after `now`.
     """
     base = _site_base(site.site_url)
-    now_utc = _as_utc(now)
+    now_utc = as_utc(now)
     return _atom_document([_atom_entry(entry, base, now_utc) for entry in entries], site, title, self_path, now, env)
 
 
@@ -343,7 +344,7 @@ def story_feed(
 ) -> bytes:
     """An Atom 1.0 document with one item per story: its id is the story's (stable as outlets
     join), its `updated` the time the last outlet joined, its content every outlet's report."""
-    now_utc = _as_utc(now)
+    now_utc = as_utc(now)
     items = [_atom_story(story, site, now_utc) for story in stories]
     items.sort(key=lambda item: item.updated, reverse=True)
     return _atom_document(items, site, title, self_path, now, env)
@@ -526,7 +527,7 @@ def _atom_document(
     env: jinja2.Environment | None,
 ) -> bytes:
     base = _site_base(site.site_url)
-    updated = max((item.updated for item in items), default=_rfc3339(_as_utc(now)))
+    updated = max((item.updated for item in items), default=_rfc3339(as_utc(now)))
     template = (env or template_environment(site.templates_dir)).get_template(ATOM_TEMPLATE)
     text = template.render(
         feed_id=base + self_path,
@@ -584,8 +585,8 @@ def _index_day(days: Sequence[date], today: date) -> date:
 
 
 def _atom_entry(entry: Entry, base: str, now: datetime) -> AtomEntry:
-    published = min(_as_utc(entry.published), now)
-    updated = min(max(_as_utc(entry.updated), published), now)
+    published = min(as_utc(entry.published), now)
+    updated = min(max(as_utc(entry.updated), published), now)
     outlet = xml_text(entry.feed_title or entry.feed)
     link = web_link(entry.link)
     content = _xml_html(entry.content)
@@ -616,8 +617,8 @@ def _atom_story(story: Story, site: SiteConfig, now: datetime) -> AtomEntry:
     first = story.entries[0]
     if len(story.entries) == 1:
         return _atom_entry(first, base, now)
-    published = min(_as_utc(story.first_seen), now)
-    updated = min(max(_as_utc(story.updated), published), now)
+    published = min(as_utc(story.first_seen), now)
+    updated = min(max(as_utc(story.updated), published), now)
     tz = ZoneInfo(site.timezone)
     shown = view(story, tz, base)
     outlets = ", ".join(dict.fromkeys(report.outlet for report in shown.reports))
@@ -660,16 +661,9 @@ def _site_base(site_url: str) -> str:
     return site_url if site_url.endswith("/") else site_url + "/"
 
 
-def _as_utc(moment: datetime) -> datetime:
-    """Stored dates are UTC; a naive one is taken to be UTC too."""
-    if moment.tzinfo is None:
-        return moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC)
-
-
 def _rfc3339(moment: datetime) -> str:
     # isoformat, not strftime: it writes years before 1000 with four digits.
-    return _as_utc(moment).replace(tzinfo=None, microsecond=0).isoformat() + "Z"
+    return as_utc(moment).replace(tzinfo=None, microsecond=0).isoformat() + "Z"
 
 
 def _xml_html(text: str) -> str:
