@@ -21,6 +21,7 @@ import lxml.etree
 import lxml.html
 import pytest
 
+from aggregator.digest import as_utc
 from aggregator.models import ChangeMarker, Entry, SiteConfig, Story
 from aggregator.render import (
     RenderReport,
@@ -39,18 +40,18 @@ IMG_TITLE = '<img src=x onerror="alert(2)"> Bitcoin & "ETFs"'
 
 
 class ListSource:
-    """An EntrySource over a list of entries, answering as the store promises to."""
+    """An EntrySource over a list of entries, answering as the store promises to (a naive date is UTC)."""
 
     def __init__(self, entries: list[Entry]) -> None:
-        self.entries = sorted(entries, key=lambda entry: entry.published, reverse=True)
+        self.entries = sorted(entries, key=lambda entry: as_utc(entry.published), reverse=True)
 
     def entries_between(self, start: datetime, end: datetime) -> list[Entry]:
-        return [entry for entry in self.entries if start <= entry.published < end]
+        return [entry for entry in self.entries if start <= as_utc(entry.published) < end]
 
     def stories(self) -> list[Story]:
         """Entries grouped by story_id (an entry without one is a story of its own), as the store does."""
         groups: dict[int, list[Entry]] = {}
-        for entry in sorted(self.entries, key=lambda entry: (entry.published, entry.id)):
+        for entry in sorted(self.entries, key=lambda entry: (as_utc(entry.published), entry.id)):
             groups.setdefault(entry.story_id or entry.id, []).append(entry)
         stories = [
             Story(
@@ -58,7 +59,7 @@ class ListSource:
                 uid=members[0].uid,
                 headline=members[0].title,
                 first_seen=members[0].published,
-                updated=max(member.first_seen for member in members),
+                updated=max(as_utc(member.first_seen) for member in members),
                 entries=tuple(members),
             )
             for story_id, members in groups.items()
@@ -66,7 +67,7 @@ class ListSource:
         return sorted(stories, key=lambda story: (story.updated, story.id), reverse=True)
 
     def stories_between(self, start: datetime, end: datetime) -> list[Story]:
-        return [story for story in self.stories() if start <= story.first_seen < end]
+        return [story for story in self.stories() if start <= as_utc(story.first_seen) < end]
 
     def recent_stories(self, limit: int, tag: str | None = None) -> list[Story]:
         return [story for story in self.stories() if tag is None or tag in story.tags][:limit]
@@ -82,14 +83,14 @@ class ListSource:
         return sorted(counts.items())
 
     def entry_days(self, tz: ZoneInfo) -> list[date]:
-        return sorted({entry.published.astimezone(tz).date() for entry in self.entries})
+        return sorted({as_utc(entry.published).astimezone(tz).date() for entry in self.entries})
 
     def change_marker(self) -> ChangeMarker:
         return ChangeMarker(max((entry.id for entry in self.entries), default=0), "")
 
     def days_changed_since(self, marker: ChangeMarker, tz: ZoneInfo) -> set[date]:
         return {
-            story.first_seen.astimezone(tz).date()
+            as_utc(story.first_seen).astimezone(tz).date()
             for story in self.stories()
             if any(entry.id > marker.last_id for entry in story.entries)
         }

@@ -22,7 +22,7 @@ import time
 import tracemalloc
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from email.utils import format_datetime
 from html import unescape
 from html.parser import HTMLParser
@@ -37,13 +37,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from aggregator.errors import ParseError
-from aggregator.models import Entry, SiteConfig, Story
+from aggregator.models import Entry, SiteConfig
 from aggregator.parse import ALLOWED_ATTRIBUTES, ALLOWED_TAGS, parse_feed, sanitize_html
 from aggregator.render import atom_feed, digest_html, index_html, story_feed, tag_feed_path, tag_html
 from aggregator.update import PARALLEL_PARSE_MIN_FEEDS
 from tests.conftest import DATA, VALIDATOR
 from tests.feedgen import TOPICS
 from tests.feedserver import FeedServer
+from tests.test_render import ListSource
 
 ATOM = "{http://www.w3.org/2005/Atom}"
 RSS_TYPE = "application/rss+xml; charset=utf-8"
@@ -760,43 +761,6 @@ def entries_strategy() -> st.SearchStrategy[list[Entry]]:
         story_id=st.sampled_from([None, None, 1]),  # some entries share story 1: a story of many outlets
     )
     return st.lists(entry, min_size=1, max_size=4)
-
-
-class ListSource:
-    """An EntrySource over a list, answering as the store promises (newest first)."""
-
-    def __init__(self, entries: list[Entry]) -> None:
-        self.entries = sorted(entries, key=lambda entry: _utc(entry.published), reverse=True)
-
-    def entries_between(self, start: datetime, end: datetime) -> list[Entry]:
-        return [entry for entry in self.entries if start <= _utc(entry.published) < end]
-
-    def stories(self) -> list[Story]:
-        groups: dict[int, list[Entry]] = {}
-        for entry in sorted(self.entries, key=lambda entry: (_utc(entry.published), entry.id)):
-            groups.setdefault(entry.story_id or entry.id, []).append(entry)
-        return [
-            Story(story_id, members[0].uid, members[0].title, members[0].published, members[-1].updated, tuple(members))
-            for story_id, members in groups.items()
-        ]
-
-    def stories_between(self, start: datetime, end: datetime) -> list[Story]:
-        return [story for story in self.stories() if start <= _utc(story.first_seen) < end]
-
-    def recent_stories(self, limit: int, tag: str | None = None) -> list[Story]:
-        return [story for story in self.stories() if tag is None or tag in story.tags][:limit]
-
-    def recent_entries(self, limit: int) -> list[Entry]:
-        return self.entries[:limit]
-
-    def entries_for_tag(self, tag: str, limit: int) -> list[Entry]:
-        return [entry for entry in self.entries if tag in entry.tags][:limit]
-
-    def tags_in_use(self) -> list[tuple[str, int]]:
-        return sorted({(tag, 1) for entry in self.entries for tag in entry.tags})
-
-    def entry_days(self, tz: ZoneInfo) -> list[date]:
-        return sorted({_utc(entry.published).astimezone(tz).date() for entry in self.entries})
 
 
 def _utc(moment: datetime) -> datetime:
