@@ -62,6 +62,8 @@ _BLOCK_TAG_RE = re.compile(
 # Only "<" followed by a letter, "/", "!" or "?" starts a tag, so "BTC < $20k" survives.
 _TAG_RE = re.compile(r"</?[A-Za-z][^>]*>|<[!?][^>]*>")
 _SPACE_RE = re.compile(r"\s+")
+# Inside a tag only: nh3 writes every "<" of text as &lt;, so "<" always starts a tag.
+_BLANK_CITE_RE = re.compile(r'(<[a-z]+\b[^<>]*?) cite="\s*"')
 # XML 1.0 forbids these characters even as character references; nh3 and html.unescape can still
 # produce some of them from HTML in a feed, and one of them would make an output feed unreadable.
 _NOT_XML_CHARS_RE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
@@ -83,6 +85,10 @@ def sanitize_html(html_text: str, base_url: str | None) -> str:
     if not html_text.isascii():
         html_text = _SURROGATES_RE.sub("\ufffd", html_text)
     cleaned = _cleaner(_usable_base(base_url)).clean(html_text).strip()
+    if ' cite="' in cleaned:
+        # nh3 resolves an empty href or src against the base but leaves an empty cite as it was,
+        # a relative URL; an empty cite says nothing, so it goes.
+        cleaned = _BLANK_CITE_RE.sub(r"\1", cleaned)
     # Replaced, never deleted: dropping the U+0001 from "java&#1;script:" would make a live URL.
     return _NOT_XML_CHARS_RE.sub("\ufffd", cleaned) if _has_not_xml_chars(cleaned) else cleaned
 
