@@ -26,6 +26,16 @@ order always give the same stories, whether assigned in one go or recorded with 
 then continued. The work per entry is bounded (a few candidate stories, each scored once
 against its centroid) and so is memory (`MAX_STORIES`). `assign_pending` is the only part
 that touches the store; everything else is pure.
+
+What it does not do: tell apart, by words alone, a big event's follow-ups from the same day's
+other events about the same names. Measured on tests/data/stories/gold.yaml it groups with
+pairwise precision 0.96 and recall 0.30: near-copies and plain reports of one event are
+grouped, but a company's response to being sued shares no more words with the reports of the
+suit than the same day's reports of its falling stock or of other regulators joining in do, and
+the gold keeps those apart as other happenings. Event frames (named companies plus
+kind of action), closest-member scoring, a smaller same-outlet penalty and other weights were
+measured and moved along the same precision/recall curve, not above it (see
+tests/test_story_quality.py).
 """
 
 from __future__ import annotations
@@ -34,7 +44,7 @@ import heapq
 import math
 import re
 import unicodedata
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -47,7 +57,8 @@ WINDOW = timedelta(hours=48)
 # The similarity an entry needs to join a story. This and the weights below were chosen by a
 # grid search (1,080 combinations) on tests/data/stories/gold.yaml: the highest pairwise recall
 # with precision of at least 0.95 over its five days and 0.9 on each. `python -m
-# tests.test_story_quality --loso` shows how the threshold holds on a day it was not tuned on.
+# tests.test_story_quality --loso` shows how the threshold holds on a day it was not tuned on;
+# a second search (random weights over more evidence, and a logistic fit) found nothing better.
 THRESHOLD = 0.35
 TITLE_WEIGHT = 3.0
 LEDE_WEIGHT = 1.0
@@ -219,10 +230,15 @@ class StoryIndex:
 
     def _best_story(self, candidate: Profile) -> int:
         """The most similar story above the threshold, else the candidate's own id."""
-        idf = {word: self._idf(word) for word in candidate.title_words | candidate.lede_words}
-        weights = {word: (TITLE_WEIGHT if word in candidate.title_words else LEDE_WEIGHT) * idf[word] for word in idf}
-        norm = math.sqrt(sum(weight * weight for weight in weights.values())) or 1.0
-        weighted = {word: weight * idf[word] for word, weight in weights.items()}
+        weights: dict[str, float] = {}  # the candidate's vector
+        weighted: dict[str, float] = {}  # weight * idf, so a story's word counts need one multiplication
+        known, idf = self._weights, self._idf
+        for words, part_weight in ((candidate.lede_words, LEDE_WEIGHT), (candidate.title_words, TITLE_WEIGHT)):
+            for word in words:
+                rarity = known[word] if word in known else idf(word)
+                weights[word] = part_weight * rarity
+                weighted[word] = part_weight * rarity * rarity
+        norm = math.sqrt(sum([weight * weight for weight in weights.values()])) or 1.0
         best_story, best_score = candidate.id, self.threshold
         for story in self._candidates(candidate, weights):
             if story.feeds[candidate.feed] >= MAX_PER_FEED:
@@ -242,21 +258,30 @@ class StoryIndex:
 
     def _candidates(self, candidate: Profile, weights: dict[str, float]) -> list[_Story]:
         """The stories sharing the most (rarity-weighted) title words with the candidate."""
-        shared: dict[int, float] = {}
+        shared: defaultdict[int, float] = defaultdict(float)
+        postings = self._postings
         for word in candidate.title_words:
-            for story in self._postings.get(word, ()):
-                shared[story] = shared.get(story, 0.0) + weights[word]
-        ranked = heapq.nsmallest(MAX_CANDIDATES, shared.items(), key=lambda pair: (-pair[1], pair[0]))
-        return [self._stories[story] for story, _ in ranked]
+            if word in postings:
+                weight = weights[word]
+                for story in postings[word]:
+                    shared[story] -= weight
+        # (-shared weight, id) pairs order as wanted and compare without a key function.
+        ranked = heapq.nsmallest(MAX_CANDIDATES, [(score, story) for story, score in shared.items()])
+        return [self._stories[story] for _, story in ranked]
 
     def _cosine(self, weighted: dict[str, float], norm: float, story: _Story) -> float:
         """Cosine of the candidate's weights and the story's centroid; `weighted` holds weight * idf."""
         if story.norm_epoch != self._epoch:
-            idf = self._idf
-            story.norm = math.sqrt(sum((count * idf(word)) ** 2 for word, count in story.words.items())) or 1.0
+            known, idf = self._weights, self._idf  # a cached weight is looked up without a call
+            story.norm = (
+                math.sqrt(
+                    sum([(count * (known[w] if w in known else idf(w))) ** 2 for w, count in story.words.items()])
+                )
+                or 1.0
+            )
             story.norm_epoch = self._epoch
         words = story.words
-        return sum(value * words[word] for word, value in weighted.items() if word in words) / (norm * story.norm)
+        return sum([value * words[word] for word, value in weighted.items() if word in words]) / (norm * story.norm)
 
     def _idf(self, word: str) -> float:
         """How rare `word` is among the entries in the index (as of the last snapshot)."""

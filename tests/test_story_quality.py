@@ -9,12 +9,27 @@ Run `python -m tests.test_story_quality` for a report of every wrong and missed 
 the numbers only, and `--loso` for leave-one-set-out numbers (the threshold chosen on four sets,
 measured on the fifth).
 
-The issue asked for precision >= 0.95 and recall >= 0.85. Precision is met. Recall is not, and
-is not within reach of word-based similarity on this gold: many of its stories are told apart
-by meaning, not words (the SEC suing Coinbase vs. ten states acting against Coinbase the same
-day, SBF's arrest vs. his SEC charges vs. his indictment). `test_stories_match_the_gold_pairs`
-therefore guards the level reached (so a change cannot make it worse unnoticed), and
-`test_recall_target_of_the_issue` records the target as an expected failure.
+The issue asked for precision >= 0.95 and recall >= 0.85. Precision is met (0.959). Recall is
+not (0.301; held out with `--loso`: P 0.957, R 0.288), and is not within reach of word-based
+similarity on this gold. Two stories hold a third of its pairs (the SEC suing Coinbase: 18
+entries, 153 pairs; suing Binance: 11 entries, 55 pairs), and most of their members are
+follow-ups (the CEO's response, takeaways from the complaint) that share little more than
+"Coinbase", "SEC" and "sue" with the rest. So do the same day's entries that the gold
+keeps apart as other happenings (ten states acting against Coinbase, Coinbase's stock falling,
+its legal chief before Congress): by idf-weighted cosine, their mean similarity to the
+story's members (0.06-0.12) lies inside the members' own range (0.06-0.17). Over every same-day
+pair, the best single measure (title and lede cosine) has pair precision 0.40 at recall 0.51.
+Measured and no better at precision 0.95: event frames (the named companies and regulators plus
+the kind of action), scoring against the closest member as well as the centroid, smaller
+same-outlet penalties, title/lede weights and lede lengths, flatter idf, more candidate stories,
+weightings of all of these (a random search of 1,200; chosen on four days, on the fifth:
+P 0.83, R 0.26), and a logistic fit on them.
+`test_stories_match_the_gold_pairs` therefore guards the level reached (so a change cannot make
+it worse unnoticed), and `test_recall_target_of_the_issue` records the target as an expected
+failure.
+
+The gold was audited by a second reading of its two busiest days (see "Revisions" in its
+header): one label changed, so the old gold's pairs are all kept and are 98.4% of the new ones.
 """
 
 from __future__ import annotations
@@ -41,7 +56,7 @@ GOLD = Path(__file__).parent / "data" / "stories" / "gold.yaml"
 CORPUS = Path(__file__).resolve().parent.parent.parent / "shared" / "corpus" / "real"
 PARSE_NOW = datetime(2026, 1, 1, tzinfo=UTC)
 MIN_PRECISION = 0.95
-MIN_RECALL = 0.28  # reached: 0.31 (see the module docstring)
+MIN_RECALL = 0.29  # reached: 0.301 (see the module docstring)
 TARGET_RECALL = 0.85
 
 
