@@ -7,16 +7,18 @@ Heavy modules are imported inside the commands so that `--help` starts fast.
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
 
 import click
+from click.shell_completion import CompletionItem
 
 from aggregator import __version__
 
@@ -56,7 +58,15 @@ class Context:
         return Store(self.settings.database, readonly=readonly)
 
 
-pass_context = click.make_pass_decorator(Context)
+P = ParamSpec("P")
+R = TypeVar("R")
+_pass_context = click.make_pass_decorator(Context)
+
+
+def pass_context(command: Callable[Concatenate[Context, P], R]) -> Callable[P, R]:
+    """Hands a command the Context; declared with its type so that the command modules
+    registered at the end of this file (an import cycle) type-check."""
+    return _pass_context(command)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -102,12 +112,19 @@ class JsonLogFormatter(logging.Formatter):
         return json.dumps(data, ensure_ascii=False)
 
 
+#: Loggers of routine progress (each poll, each render): the daemon shows them from -v on.
+PROGRESS_LOGGERS = ("aggregator.update", "aggregator.render", "aggregator.web")
+
+
 def _setup_logging(verbosity: int, log_format: str = "text", daemon: bool = False) -> None:
-    """Commands log warnings by default; the daemon logs every poll (INFO)."""
+    """Commands log warnings by default (-v: each poll); the daemon its start, daily digest,
+    email, failures and stop (-v: each poll and render too); -vv: debug."""
     base = logging.INFO if daemon else logging.WARNING
     level = {-1: logging.ERROR if not daemon else logging.WARNING, 0: base}.get(
-        verbosity, logging.DEBUG if daemon or verbosity > 1 else logging.INFO
+        verbosity, logging.DEBUG if verbosity > 1 else logging.INFO
     )
+    for progress in PROGRESS_LOGGERS:
+        logging.getLogger(progress).setLevel(logging.WARNING if daemon and verbosity == 0 else logging.NOTSET)
     handler = logging.StreamHandler(sys.stderr)
     if log_format == "json":
         handler.setFormatter(JsonLogFormatter())
@@ -120,11 +137,31 @@ def _setup_logging(verbosity: int, log_format: str = "text", daemon: bool = Fals
         logging.getLogger(noisy).setLevel(logging.WARNING if level > logging.DEBUG else logging.DEBUG)
 
 
+def complete_feed_names(ctx: click.Context, _param: click.Parameter, incomplete: str) -> list[CompletionItem]:
+    """Shell completion of a feed name, from the config named on the command line (or the default)."""
+    from aggregator.config import load_settings
+    from aggregator.errors import AggregatorError
+
+    try:
+        settings = load_settings(ctx.find_root().params.get("config_path"))
+    except AggregatorError:
+        return []  # a broken config is reported when the command runs, not while typing
+    return [CompletionItem(feed.name, help=feed.url) for feed in settings.feeds if feed.name.startswith(incomplete)]
+
+
 @cli.command()
-@click.option("--feed", "names", multiple=True, metavar="NAME", help="Poll only this feed (repeatable).")
+@click.option(
+    "--feed",
+    "names",
+    multiple=True,
+    metavar="NAME",
+    shell_complete=complete_feed_names,
+    help="Poll only this feed (repeatable).",
+)
 @pass_context
 def update(context: Context, names: tuple[str, ...]) -> None:
     """Poll every feed (or the named ones) now, ignoring the schedule, and store new entries."""
+    from aggregator.progress import update_progress
     from aggregator.update import update_feeds
 
     settings = context.settings
@@ -133,12 +170,11 @@ def update(context: Context, names: tuple[str, ...]) -> None:
         if name not in known:
             raise click.BadParameter(f"no feed named {name!r} in {settings.path}", param_hint="--feed")
     count = len(names) or len(settings.feeds)
-    with context.open_store() as store:
-        if sys.stdout.isatty() and context.verbosity >= 0:
-            with click.progressbar(length=count, label="Polling feeds", show_pos=True) as bar:
-                summary = update_feeds(settings, store, names, on_result=lambda _result: bar.update(1))
-        else:
-            summary = update_feeds(settings, store, names)
+    display = update_progress(count, sys.stderr, context.verbosity, context.log_format)
+    with context.open_store() as store, display as progress:
+        summary = update_feeds(
+            settings, store, names, on_result=progress.feed_done, on_grouping=progress.grouping_stories
+        )
     if context.verbosity >= 0:
         click.echo(summary.line())
     if any(result.internal_error for result in summary.results):
@@ -151,11 +187,13 @@ def update(context: Context, names: tuple[str, ...]) -> None:
 def render(context: Context, full: bool) -> None:
     """Write the digest pages and every output feed under output_dir (only what changed
     since the last render, unless --full)."""
+    from aggregator.opml import opml_document
     from aggregator.render import render_all
 
     settings = context.settings
     with context.open_store() as store:
-        report = render_all(store, settings.site, datetime.now(UTC), full=full)
+        opml = opml_document(settings.feeds, settings.title, store.site_links())
+        report = render_all(store, settings.site, datetime.now(UTC), full=full, opml=opml)
     if context.verbosity >= 0:
         click.echo(f"wrote {report.files_written} files to {settings.output_dir}")
 
@@ -228,7 +266,7 @@ def _status_record(status: FeedStatus) -> dict[str, Any]:
 @click.argument("query")
 @click.option("--tag", metavar="TAG", help=TAG_HELP)
 @click.option("--since", type=DATE, help="Only entries published since (YYYY-MM-DD, UTC).")
-@click.option("--feed", metavar="NAME", help="Only entries of this feed.")
+@click.option("--feed", metavar="NAME", shell_complete=complete_feed_names, help="Only entries of this feed.")
 @click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 10_000), help="At most this many.")
 @click.option("--format", "output_format", type=click.Choice(["table", "json"]), default="table", show_default=True)
 @pass_context
@@ -337,11 +375,18 @@ def export(context: Context, output_format: str, since: datetime | None, tag: st
             except FilterError as error:
                 raise click.BadParameter(str(error), param_hint="--tag") from None
         records = (_export_record(entry) for entry in store.iter_entries(_utc(since), tag=tag))
-        if output_format == "jsonl":
-            for record in records:
-                sys.stdout.write(json.dumps(record, ensure_ascii=False) + "\n")
-        else:
-            _write_csv(records)
+        _utf8_stdout()
+        try:
+            if output_format == "jsonl":
+                for record in records:
+                    sys.stdout.write(json.dumps(record, ensure_ascii=False) + "\n")
+            else:
+                _write_csv(records)
+            sys.stdout.flush()
+        except BrokenPipeError:
+            # The reader (`head`, a closed pager) has what it wanted: stop quietly with 0, not
+            # click's 1; what is still buffered goes nowhere.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 def _export_record(entry: Entry) -> dict[str, Any]:
@@ -359,7 +404,16 @@ def _export_record(entry: Entry) -> dict[str, Any]:
     }
 
 
+def _utf8_stdout() -> None:
+    """Exports are UTF-8 (without a BOM) whatever the locale: a C or Latin-1 locale would
+    otherwise stop at the first 'ü' or '—'. Line ends are written as given."""
+    if isinstance(sys.stdout, io.TextIOWrapper):
+        sys.stdout.reconfigure(encoding="utf-8", newline="")
+
+
 def _write_csv(records: Iterator[dict[str, Any]]) -> None:
+    """RFC 4180 quoting (fields with commas, quotes or line breaks are quoted), one header row,
+    LF between records; dates are already ISO 8601 UTC, tags joined with ';'."""
     import csv
 
     writer = csv.DictWriter(sys.stdout, fieldnames=EXPORT_FIELDS, lineterminator="\n")
@@ -441,6 +495,13 @@ def check(context: Context) -> None:
         f"tags: {len(settings.tag_rules)} extra taxonomy rules",
         f"feeds: {len(settings.feeds)}",
     ]
+    if settings.email is not None:
+        email = settings.email
+        login = f", login {email.user} (password from ${email.password_env})" if email.user else ""
+        lines.insert(
+            -1,
+            f"email: to {', '.join(email.to)} at {email.time} via {email.host}:{email.port} ({email.security}{login})",
+        )
     for feed in settings.feeds:
         lines.append(
             f"  {feed.name}: {feed.url} every {_seconds(feed.interval_seconds)}, timeout "
@@ -491,7 +552,8 @@ def main() -> None:
     from aggregator.errors import AggregatorError, ConfigError, SearchQueryError
 
     try:
-        code = cli.main(standalone_mode=False)
+        # One name however it was started (`python -m aggregator` too): usage lines, _AGGREGATOR_COMPLETE.
+        code = cli.main(prog_name="aggregator", standalone_mode=False)
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
         sys.exit(EXIT_FAILURE)
@@ -512,6 +574,17 @@ def main() -> None:
         click.echo(f"error: cannot write{where}: {error.strerror or error}", err=True)
         sys.exit(EXIT_FAILURE)
     sys.exit(code if isinstance(code, int) else EXIT_OK)
+
+
+from aggregator.cli_digest import digest  # noqa: E402
+
+cli.add_command(digest)
+
+from aggregator.cli_feeds import add, opml, remove  # noqa: E402
+
+cli.add_command(opml)
+cli.add_command(add)
+cli.add_command(remove)
 
 
 if __name__ == "__main__":

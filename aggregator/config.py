@@ -25,13 +25,34 @@ from aggregator.errors import ConfigError
 from aggregator.models import FeedConfig, FetchLimits, SiteConfig, TagRule
 
 if TYPE_CHECKING:
-    from aggregator.config_model import ConfigFile, Defaults, FeedEntry
+    from aggregator.config_model import ConfigFile, Defaults, EmailSettings, FeedEntry
 
 DEFAULT_CONFIG_NAME = "feeds.yaml"
 CONFIG_ENV = "AGGREGATOR_CONFIG"
 CACHE_ENV = "XDG_CACHE_HOME"
 DEFAULT_DATABASE = "data/aggregator.db"
 DEFAULT_OUTPUT_DIR = "data/public"
+
+
+#: SMTP ports by security, when email.port is not given.
+SMTP_PORTS = {"starttls": 587, "ssl": 465, "none": 25}
+
+
+@dataclass(frozen=True)
+class EmailConfig:
+    """Where and when the daily digest is mailed; the password itself stays in the environment."""
+
+    host: str
+    port: int
+    security: str
+    user: str | None
+    password_env: str | None
+    sender: str
+    to: tuple[str, ...]
+    time: str
+    subject: str
+    retries: int
+    retry_delay_seconds: float
 
 
 @dataclass(frozen=True)
@@ -57,6 +78,7 @@ class Settings:
     feeds: tuple[FeedConfig, ...]
     tag_rules: tuple[TagRule, ...]
     database_is_default: bool = True
+    email: EmailConfig | None = None
 
     @property
     def site(self) -> SiteConfig:
@@ -169,6 +191,23 @@ def _resolve(config_path: Path, parsed: ConfigFile) -> Settings:
         max_jitter_seconds=parsed.daemon.max_jitter,
         feeds=tuple(_feed_config(feed, parsed.defaults) for feed in parsed.feeds),
         tag_rules=tuple(rule for path, spec in parsed.tags.items() for rule in tag_rules(path, spec)),
+        email=_email_config(parsed.email, parsed.digest.time) if parsed.email else None,
+    )
+
+
+def _email_config(email: EmailSettings, digest_time: str) -> EmailConfig:
+    return EmailConfig(
+        host=email.host,
+        port=email.port or SMTP_PORTS[email.security],
+        security=email.security,
+        user=email.user,
+        password_env=email.password_env,
+        sender=email.sender,
+        to=tuple(email.to),
+        time=email.time or digest_time,
+        subject=email.subject,
+        retries=email.retries,
+        retry_delay_seconds=email.retry_delay,
     )
 
 
@@ -244,7 +283,8 @@ def _settings_from_json(data: dict[str, Any]) -> Settings:
         "templates_dir": Path(data["templates_dir"]) if data["templates_dir"] else None,
     }
     return Settings(
-        **{key: value for key, value in fields.items() if key not in ("feeds", "tag_rules")},
+        **{key: value for key, value in fields.items() if key not in ("feeds", "tag_rules", "email")},
+        email=EmailConfig(**{**data["email"], "to": tuple(data["email"]["to"])}) if data.get("email") else None,
         feeds=tuple(FeedConfig(**{**feed, "tags": tuple(feed["tags"])}) for feed in data["feeds"]),
         tag_rules=tuple(
             TagRule(

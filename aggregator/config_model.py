@@ -16,6 +16,7 @@ from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -50,6 +51,13 @@ _SIZE_UNITS = {
     "gib": 1024**3,
 }
 _FEED_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1", "[::1]")
+DEFAULT_EMAIL_SUBJECT = "{title}: {date}"
+#: The placeholders an email subject may use.
+SUBJECT_FIELDS = ("title", "date", "stories")
+DEFAULT_EMAIL_RETRIES = 4
+DEFAULT_EMAIL_RETRY_DELAY_SECONDS = 300.0
 
 
 def parse_duration(value: object) -> float:
@@ -89,7 +97,59 @@ def parse_size(value: object) -> int:
     return size
 
 
+def check_time_of_day(value: object) -> str:
+    """A time of day as "HH:MM" or "HH:MM:SS"."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        # YAML 1.1 reads an unquoted 07:00 as the sexagesimal number 420.
+        value = f"{value // 60:02d}:{value % 60:02d}"
+    if not isinstance(value, str):
+        raise ValueError('expected a time of day like "07:00"')
+    try:
+        dt_time.fromisoformat(value)
+    except ValueError:
+        raise ValueError(f'{value!r} is not a time of day (use HH:MM, e.g. "07:00")') from None
+    return value
+
+
+def check_email_address(value: str) -> str:
+    """One address, bare or with a display name: `digest@example.com`, `Digest <digest@example.com>`."""
+    from email.utils import getaddresses
+
+    parsed = getaddresses([value])
+    address = parsed[0][1] if len(parsed) == 1 else ""
+    local, _, domain = address.rpartition("@")
+    if any(ord(char) < 32 or char == "\x7f" for char in value) or not local or "." not in domain or " " in address:
+        raise ValueError(f'{value!r} is not an email address (use name@example.com or "Name <name@example.com>")')
+    return value.strip()
+
+
+def check_subject(value: str) -> str:
+    """A subject template whose placeholders are all known ({title}, {date}, {stories})."""
+    import string
+
+    if any(ord(char) < 32 for char in value):
+        raise ValueError("must be one line without control characters")
+    try:
+        names = [name for _text, name, _spec, _conversion in string.Formatter().parse(value) if name is not None]
+    except ValueError as error:
+        raise ValueError(f"{value!r} is not a subject template ({error}; write {{{{ and }}}} for braces)") from None
+    for name in names:
+        if name not in SUBJECT_FIELDS:
+            known = ", ".join("{" + field + "}" for field in SUBJECT_FIELDS)
+            raise ValueError(f"unknown placeholder {{{name}}} (use {known})")
+    try:
+        value.format(title="Title", date="2024-01-31", stories=1)
+    except (ValueError, IndexError, KeyError) as error:
+        raise ValueError(f"{value!r} is not a subject template ({error})") from None
+    return value
+
+
+def _one_or_a_list(value: object) -> object:
+    return [value] if isinstance(value, str) else value
+
+
 Duration = Annotated[float, BeforeValidator(parse_duration)]
+Address = Annotated[str, AfterValidator(check_email_address)]
 Size = Annotated[int, BeforeValidator(parse_size)]
 
 
@@ -120,16 +180,7 @@ class DigestSettings(_Strict):
     @field_validator("time", mode="before")
     @classmethod
     def _valid_time(cls, value: object) -> str:
-        if isinstance(value, int) and not isinstance(value, bool):
-            # YAML 1.1 reads an unquoted 07:00 as the sexagesimal number 420.
-            value = f"{value // 60:02d}:{value % 60:02d}"
-        if not isinstance(value, str):
-            raise ValueError('expected a time of day like "07:00"')
-        try:
-            dt_time.fromisoformat(value)
-        except ValueError:
-            raise ValueError(f'{value!r} is not a time of day (use HH:MM, e.g. "07:00")') from None
-        return value
+        return check_time_of_day(value)
 
 
 class DaemonSettings(_Strict):
@@ -146,6 +197,90 @@ class OutputSettings(_Strict):
 class FetchSettings(_Strict):
     concurrency: int = Field(default=32, ge=1, le=256)
     per_host: int = Field(default=16, ge=1, le=64)
+
+
+class EmailSettings(_Strict):
+    """The optional `email:` section: where and when the daily digest is mailed."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    host: str
+    port: int | None = Field(default=None, ge=1, le=65535)
+    security: Literal["starttls", "ssl", "none"] = "starttls"
+    user: str | None = None
+    password_env: str | None = None
+    sender: str = Field(alias="from")
+    to: Annotated[list[Address], BeforeValidator(_one_or_a_list)]
+    time: str | None = None
+    subject: str = DEFAULT_EMAIL_SUBJECT
+    retries: int = Field(default=DEFAULT_EMAIL_RETRIES, ge=0, le=20)
+    retry_delay: Duration = DEFAULT_EMAIL_RETRY_DELAY_SECONDS
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_password_in_the_file(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "password" in data:
+            raise _KeyedError(
+                "email.password",
+                "the SMTP password does not belong in feeds.yaml",
+                "put it in an environment variable and name that variable in email.password_env",
+            )
+        return data
+
+    @field_validator("host")
+    @classmethod
+    def _host(cls, value: str) -> str:
+        host = value.strip()
+        if host.count(":") == 1:
+            raise ValueError(f"{value!r}: give the port in email.port, not in the host")
+        if not host or any(char.isspace() or char in "/@" for char in host):
+            raise ValueError(f"{value!r} is not a host name (use e.g. smtp.example.com)")
+        return host
+
+    @field_validator("sender")
+    @classmethod
+    def _sender(cls, value: str) -> str:
+        return check_email_address(value)
+
+    @field_validator("to")
+    @classmethod
+    def _recipients(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("needs at least one address")
+        return value
+
+    @field_validator("password_env")
+    @classmethod
+    def _variable_name(cls, value: str | None) -> str | None:
+        if value is not None and not _ENV_NAME.match(value):
+            raise ValueError(f"{value!r} is not an environment variable name (use e.g. SMTP_PASSWORD)")
+        return value
+
+    @field_validator("time", mode="before")
+    @classmethod
+    def _valid_time(cls, value: object) -> str | None:
+        return None if value is None else check_time_of_day(value)
+
+    @field_validator("subject")
+    @classmethod
+    def _subject(cls, value: str) -> str:
+        return check_subject(value)
+
+    @model_validator(mode="after")
+    def _login_is_complete_and_encrypted(self) -> EmailSettings:
+        if self.user and not self.password_env:
+            raise _KeyedError(
+                "email.password_env", "is required when email.user is set", "name the variable holding the password"
+            )
+        if self.password_env and not self.user:
+            raise _KeyedError("email.user", "is required when email.password_env is set", "add the SMTP login name")
+        if self.user and self.security == "none" and self.host not in _LOOPBACK_HOSTS:
+            raise _KeyedError(
+                "email.security",
+                "'none' would send the SMTP password unencrypted",
+                "use starttls or ssl, or remove user for a relay that needs no login",
+            )
+        return self
 
 
 class FeedEntry(_Strict):
@@ -208,6 +343,7 @@ class ConfigFile(_Strict):
     fetch: FetchSettings = Field(default_factory=FetchSettings)
     daemon: DaemonSettings = Field(default_factory=DaemonSettings)
     output: OutputSettings = Field(default_factory=OutputSettings)
+    email: EmailSettings | None = None
     feeds: list[FeedEntry] = Field(default_factory=list)
     tags: dict[str, TagSpec] = Field(default_factory=dict)
 
@@ -350,6 +486,7 @@ _ALLOWED_KEYS: dict[str, type[BaseModel]] = {
     "digest": DigestSettings,
     "fetch": FetchSettings,
     "daemon": DaemonSettings,
+    "email": EmailSettings,
     "feeds": FeedEntry,
     "tags": TagSpec,
 }
@@ -360,7 +497,7 @@ def _allowed_keys_hint(location: Sequence[int | str]) -> str:
     model = _ALLOWED_KEYS.get(section)
     if model is None:
         return ""
-    return "allowed keys: " + ", ".join(model.model_fields)
+    return "allowed keys: " + ", ".join(field.alias or name for name, field in model.model_fields.items())
 
 
 def validate_config(path: Path, raw: dict[str, Any]) -> ConfigFile:

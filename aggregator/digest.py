@@ -35,6 +35,9 @@ TOP_MIN_OUTLETS = 2
 SECTION_PRIORITY: tuple[str, ...] = ("Security", "Regulation", "ETF", "CBDC", "DeFi", "NFT", "Mining", "Markets")
 CATCH_ALL_SECTION = "Blockchain"
 TAGS_DIR = "tags"
+OUTLETS_DIR = "outlets"
+#: The output feed formats, by file suffix: every feed is written in each.
+FEED_SUFFIXES = ("atom", "rss", "json")
 
 # Characters XML 1.0 forbids: a stray control character from a feed would break a page or feed.
 XML_INVALID = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
@@ -201,6 +204,23 @@ def tag_feed_path(tag: str) -> str:
 def tag_page_path(tag: str) -> str:
     """Where a tag's page lives: `Blockchain/Binance` -> `tags/blockchain/binance.html`."""
     return _tag_path(tag) + ".html"
+
+
+def tag_output_path(tag: str, suffix: str) -> str:
+    """Where a tag's feed in one format lives: (`Blockchain`, `rss`) -> `tags/blockchain.rss`."""
+    return f"{_tag_path(tag)}.{suffix}"
+
+
+def outlet_page_path(name: str) -> str:
+    """Where an outlet's page lives: `outlets/<name>.html`.
+
+    Feed names are slugs (letters, digits, `.`, `_`, `-`); one that is not exactly its
+    lower-case safe form gets a short hash, so `CoinDesk` and `coindesk` never share a file.
+    """
+    segment = safe_segment(name)
+    if segment != name:
+        segment += "-" + hashlib.sha1(name.encode("utf-8", "surrogatepass")).hexdigest()[:8]
+    return f"{OUTLETS_DIR}/{segment}.html"
 
 
 def web_link(url: str | None) -> str | None:

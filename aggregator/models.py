@@ -290,11 +290,16 @@ class PollOutcome:
 
 @dataclass(frozen=True)
 class StoreCounts:
-    """How many entries one poll added and changed, and the ids of the added ones."""
+    """How many entries one poll added and changed, and the ids of the added ones.
+
+    `new_items` are the added entries as story assignment sees them (in id order), so they can
+    be grouped into stories as soon as they are stored, without reading them back.
+    """
 
     new: int = 0
     updated: int = 0
     new_ids: tuple[int, ...] = ()
+    new_items: tuple[StoryItem, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -1,30 +1,28 @@
-"""Write the reader's outputs: daily digest pages, tag pages and Atom feeds, from store queries.
+"""Write the reader's outputs: the browsable site and the output feeds, from store queries.
 
-render reads stories and entries through `EntrySource` (the store satisfies it), turns
-them into view values (`digest`), fills the Jinja2 templates and writes each file
-atomically, so a reader or a web server never sees half a page. It is the only module
-that imports jinja2. It knows nothing of SQL, HTTP or feed parsing, and never renders
-stored HTML unescaped in a page: pages show plain text, feeds carry the (already
-sanitized) HTML escaped as Atom `type="html"` text.
+render reads stories, entries and outlets through `EntrySource` (the store satisfies it),
+turns them into view values (`digest`, `site_views`, `syndication`), fills the Jinja2
+templates and writes each file atomically, so a reader or a web server never sees half a
+page. It is the only module that imports jinja2. It knows nothing of SQL, HTTP or feed
+parsing, and never renders stored HTML unescaped in a page: pages show plain text, feeds
+carry the (already sanitized) HTML escaped.
 
-Outputs under `site.output_dir`: `index.html`, `digest/YYYY-MM-DD.html`, `feed.atom`, and
-per tag `tags/<path in lower case>.html` and `.atom`. The merged and tag feeds carry one
-item per story by default (`site.feed_per`): when an outlet joins a story, its item's
-`updated` changes and its id does not. Files whose bytes would not change are left alone.
+Outputs under `site.output_dir`:
+- pages: `index.html`, `digest/YYYY-MM-DD.html`, `archive.html` (every day), `tags.html`
+  and `tags/<path>.html`, `outlets.html` and `outlets/<name>.html` (each outlet's health);
+- feeds, each as Atom 1.0, RSS 2.0 and JSON Feed 1.1 with the same items and ids:
+  `feed.atom|rss|json` and `tags/<path in lower case>.atom|rss|json`.
+The feeds carry one item per story by default (`site.feed_per`): when an outlet joins a
+story, its item's `updated` changes and its id does not. Files whose bytes would not
+change are left alone.
 """
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import hashlib
-import html
-import json
 import logging
-import os
-import tempfile
-import urllib.parse
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
@@ -35,31 +33,44 @@ import jinja2
 
 from aggregator import PROJECT_URL, __version__
 from aggregator.digest import (
-    XML_INVALID,
+    FEED_SUFFIXES,
     DigestSection,
-    as_utc,
     digest_sections,
+    outlet_page_path,
     plain_summary,
     section_for,
     tag_feed_path,
+    tag_output_path,
     tag_page_path,
     view,
-    web_link,
     xml_text,
 )
 from aggregator.models import ChangeMarker, Entry, SiteConfig, Story
+from aggregator.render_files import OutputWriter, RenderState, site_fingerprint, write_atomic
+from aggregator.site_views import (
+    FEED_FORMATS,
+    OUTLET_RECENT_ENTRIES,
+    archive_months,
+    health_days,
+    outlet_view,
+    tag_rows,
+)
+from aggregator.store_queries import DaySpan, OutletHealth
+from aggregator.syndication import FeedDocument, entries_document, json_feed, stories_document
 
 __all__ = [
-    "AtomEntry",
     "EntrySource",
     "RenderReport",
     "atom_feed",
     "digest_html",
     "digest_path",
+    "entries_document",
+    "feed_files",
     "index_html",
     "plain_summary",
     "render_all",
     "section_for",
+    "stories_document",
     "story_feed",
     "tag_feed_path",
     "tag_html",
@@ -72,13 +83,26 @@ log = logging.getLogger(__name__)
 
 DIGEST_TEMPLATE = "digest.html"
 TAG_TEMPLATE = "tag.html"
+ARCHIVE_TEMPLATE = "archive.html"
+TAGS_TEMPLATE = "tags.html"
+OUTLETS_TEMPLATE = "outlets.html"
+OUTLET_TEMPLATE = "outlet.html"
 ATOM_TEMPLATE = "feed.atom"
+RSS_TEMPLATE = "feed.rss"
+FEED_STEM = "feed"
 FEED_FILE = "feed.atom"
 INDEX_FILE = "index.html"
-RENDER_STATE_FILE = ".render-state.json"
+ARCHIVE_FILE = "archive.html"
+TAGS_FILE = "tags.html"
+OUTLETS_FILE = "outlets.html"
+OPML_FILE = "opml.xml"
 DIGEST_DIR = "digest"
 PER_STORY = "story"
 PER_ENTRY = "entry"
+FEED_TYPES = {"atom": "application/atom+xml", "rss": "application/rss+xml", "json": "application/feed+json"}
+#: Up to this many changed outlets are counted one query each (reading only their entries);
+#: more, and one pass over the last days' entries of every outlet is cheaper.
+FEW_OUTLETS = 20
 
 
 class EntrySource(Protocol):
@@ -100,6 +124,10 @@ class EntrySource(Protocol):
         """The `limit` newest entries carrying `tag` (tags already rolled up), newest first."""
         ...
 
+    def entries_for_feed(self, feed: str, limit: int) -> list[Entry]:
+        """The `limit` newest entries of one feed, newest first."""
+        ...
+
     def tags_in_use(self) -> list[tuple[str, int]]:
         """Every tag that has entries, with its entry count, sorted by path."""
         ...
@@ -116,86 +144,114 @@ class EntrySource(Protocol):
         """Tags of the entries and stories added, rewritten or joined after `marker`."""
         ...
 
+    def feeds_changed_since(self, marker: ChangeMarker) -> set[str]:
+        """Names of the feeds with entries added or rewritten after `marker`."""
+        ...
+
     def entry_days(self, tz: ZoneInfo) -> list[date]:
         """The days (in `tz`) that have entries, ascending."""
+        ...
+
+    def outlets(self) -> list[OutletHealth]:
+        """Every feed the database knows, with its poll state, by name."""
+        ...
+
+    def entry_counts_by_day(
+        self, days: Sequence[DaySpan], feeds: Collection[str] | None = None
+    ) -> dict[str, dict[date, int]]:
+        """Entries published in each of `days`, per feed name (every feed, or the named ones)."""
         ...
 
 
 @dataclass(frozen=True)
 class RenderReport:
-    """What one `render_all` did: files (re)written, files left as they were, pages, tags."""
+    """What one `render_all` did: files (re)written, files left as they were, pages, tags, outlets."""
 
     files_written: int
     files_unchanged: int
     days: int
     tags: int
-
-
-@dataclass(frozen=True)
-class AtomEntry:
-    """One item of an output feed (an entry or a story); dates are RFC 3339 UTC strings."""
-
-    id: str
-    title: str
-    link: str | None
-    author: str
-    updated: str
-    published: str
-    categories: tuple[str, ...]
-    summary_html: str
-    content_html: str
-    source_id: str | None
-    source_title: str
-    source_link: str | None
+    outlets: int = 0
 
 
 # ------------------------------------------------------------------ public API
 
 
-def render_all(source: EntrySource, site: SiteConfig, now: datetime, full: bool = False) -> RenderReport:
-    """Write the digest pages, `index.html`, `feed.atom` and each tag's page and feed.
+def render_all(
+    source: EntrySource, site: SiteConfig, now: datetime, full: bool = False, opml: bytes | None = None
+) -> RenderReport:
+    """Write the site (digest pages, archive, tag and outlet pages) and every output feed.
 
     Incremental unless `full` (or the site settings or templates changed since the last
-    render): only the days and tags whose stories changed since then are written again,
-    plus the pages next to a new day (their navigation changes) and any page missing on
-    disk; the index and the merged feed always. Outputs of tags no longer in use stay.
+    render): only the days, tags and outlets that changed since then are written again,
+    plus the pages next to a new day (their navigation changes) and any output missing on
+    disk; the index, the archive, the outlets index and the merged feeds always (their
+    bytes decide whether the file is replaced). Outputs of tags no longer in use stay.
+    `opml`, the sources as an OPML document, is written as `opml.xml` when given.
     """
     tz = ZoneInfo(site.timezone)
     out = Path(site.output_dir)
     env = template_environment(site.templates_dir)
-    writer = _Writer()
+    writer = OutputWriter()
     marker = source.change_marker()  # first: whatever arrives during the render is caught next time
     days = source.entry_days(tz)
-    fingerprint = _site_fingerprint(site)
-    previous = None if full else _RenderState.load(out, fingerprint)
+    today = now.astimezone(tz).date()
+    fingerprint = site_fingerprint(site, (site.templates_dir, str(shipped_templates_dir())))
+    previous = None if full else RenderState.load(out, fingerprint)
     if previous is None:
-        day_set, tags = set(days), [tag for tag, _count in source.tags_in_use()]
+        day_set, tags = set(days), {tag for tag, _count in source.tags_in_use()}
+        known_tags = set(tags)
+        day_counts: dict[date, tuple[int, int]] = {}
     else:
         day_set = _days_to_render(source, previous, days, tz, out)
-        tags = sorted(source.tags_changed_since(previous.marker))
+        tags = source.tags_changed_since(previous.marker)
+        tags |= {tag for tag in previous.tags if _missing_tag_output(out, tag)}
+        known_tags = set(previous.tags) | tags
+        current_days = set(days)
+        day_counts = {day: counts for day, counts in previous.day_counts.items() if day in current_days}
 
     for index, day in enumerate(days):
         if day not in day_set:
             continue
         previous_day = days[index - 1] if index > 0 else None
         next_day = days[index + 1] if index + 1 < len(days) else None
-        page = digest_html(source, site, day, previous_day=previous_day, next_day=next_day, at_index=False, env=env)
+        page, day_counts[day] = _digest_page(
+            source, site, day, previous_day=previous_day, next_day=next_day, at_index=False, notice=None, env=env
+        )
         writer.publish(out / digest_path(day), page)
 
     writer.publish(out / INDEX_FILE, index_html(source, site, now, days, env=env))
-    writer.publish(out / FEED_FILE, _merged_feed(source, site, now, env, tag=None))
-    for tag in tags:
-        writer.publish(out / tag_feed_path(tag), _merged_feed(source, site, now, env, tag=tag))
+    _publish_feeds(writer, out, _merged_feed(source, site, now, tag=None), env, FEED_STEM)
+    for tag in sorted(tags):
+        _publish_feeds(writer, out, _merged_feed(source, site, now, tag=tag), env, tag_page_path(tag)[: -len(".html")])
         writer.publish(out / tag_page_path(tag), tag_html(source, site, tag, env=env))
+    writer.publish(out / ARCHIVE_FILE, archive_html(site, day_counts, env=env))
+    writer.publish(out / TAGS_FILE, tags_html(site, sorted(known_tags), env=env))
+    outlet_marks, outlets_written = _render_outlets(source, site, now, previous, out, writer, env)
+    if opml is not None:  # the configured feed list (aggregator.opml), which the store does not know
+        writer.publish(out / OPML_FILE, opml)
 
-    _RenderState(fingerprint, marker, frozenset(days)).save(out)
+    RenderState(
+        fingerprint=fingerprint,
+        marker=marker,
+        days=frozenset(days),
+        tags=frozenset(known_tags),
+        day_counts=day_counts,
+        today=today,
+        outlets=outlet_marks,
+    ).save(out)
     report = RenderReport(
-        files_written=writer.written, files_unchanged=writer.unchanged, days=len(day_set), tags=len(tags)
+        files_written=writer.written,
+        files_unchanged=writer.unchanged,
+        days=len(day_set),
+        tags=len(tags),
+        outlets=outlets_written,
     )
     log.info(
-        "rendered %d day pages and %d tags into %s (%d files written, %d unchanged)",
+        "rendered %d day pages, %d tags and %d outlets into %s (%d files written, %d unchanged)",
         report.days,
         report.tags,
+        report.outlets,
         out,
         report.files_written,
         report.files_unchanged,
@@ -220,27 +276,10 @@ def digest_html(
     its relative links. Only this day's stories are queried, so a caller can re-render
     just the days that changed (and their neighbours, whose navigation may change).
     """
-    tz = ZoneInfo(site.timezone)
-    start = datetime.combine(day, time(), tzinfo=tz).astimezone(UTC)
-    end = datetime.combine(day + timedelta(days=1), time(), tzinfo=tz).astimezone(UTC)
-    stories = source.stories_between(start, end)
-    root = "" if at_index else "../"
-    sections, more = _cap(digest_sections(stories, tz, root=root), site.digest_max_stories)
-    return _render_page(
-        env or template_environment(site.templates_dir),
-        DIGEST_TEMPLATE,
-        site,
-        root=root,
-        day=day.isoformat(),
-        day_long=f"{day:%A}, {day.day} {day:%B %Y}",
-        sections=sections,
-        story_count=len(stories),
-        more=more,
-        entry_count=sum(len(story.entries) for story in stories),
-        previous_href=_day_href(previous_day, at_index),
-        next_href=_day_href(next_day, at_index),
-        notice=notice,
+    page, _counts = _digest_page(
+        source, site, day, previous_day=previous_day, next_day=next_day, at_index=at_index, notice=notice, env=env
     )
+    return page
 
 
 def index_html(
@@ -264,6 +303,7 @@ def index_html(
             DIGEST_TEMPLATE,
             site,
             root="",
+            current="today",
             day=None,
             day_long=None,
             sections=[],
@@ -292,7 +332,7 @@ def index_html(
 
 
 def tag_html(source: EntrySource, site: SiteConfig, tag: str, *, env: jinja2.Environment | None = None) -> bytes:
-    """A tag's page: its most recent stories, newest first, with a link to the tag's feed."""
+    """A tag's page: its most recent stories, newest first, with links to the tag's feeds."""
     tz = ZoneInfo(site.timezone)
     path = tag_page_path(tag)
     root = "../" * path.count("/")
@@ -304,12 +344,42 @@ def tag_html(source: EntrySource, site: SiteConfig, tag: str, *, env: jinja2.Env
         TAG_TEMPLATE,
         site,
         root=root,
+        current="tags",
+        alternates=_alternates(root + path[: -len(".html")], f"{site.title}: {tag}"),
         tag=xml_text(tag),
-        tag_feed_href=root + tag_feed_path(tag),
+        tag_feeds=[(label, f"{root}{path[: -len('.html')]}.{suffix}") for suffix, label in FEED_FORMATS],
         parent=xml_text(parent) if parent else None,
         parent_href=root + tag_page_path(parent) if parent else None,
         stories=views,
         days=[(day, [v for v in views if v.first_seen[:10] == day]) for day in _distinct_days(views)],
+    )
+
+
+def archive_html(
+    site: SiteConfig, day_counts: dict[date, tuple[int, int]], *, env: jinja2.Environment | None = None
+) -> bytes:
+    """`archive.html`: every day with news, newest first, by month, with its stories and reports."""
+    months = archive_months(day_counts, root="")
+    return _render_page(
+        env or template_environment(site.templates_dir),
+        ARCHIVE_TEMPLATE,
+        site,
+        root="",
+        current="archive",
+        months=months,
+        day_total=len(day_counts),
+    )
+
+
+def tags_html(site: SiteConfig, tags: Sequence[str], *, env: jinja2.Environment | None = None) -> bytes:
+    """`tags.html`: every tag in use as a tree, each with its page and feeds."""
+    return _render_page(
+        env or template_environment(site.templates_dir),
+        TAGS_TEMPLATE,
+        site,
+        root="",
+        current="tags",
+        tags=tag_rows(tags, root=""),
     )
 
 
@@ -328,9 +398,8 @@ def atom_feed(
     `tags/blockchain.atom`); with `site.site_url` it makes the feed's id and
     rel=self link. No date in the document lies after `now`.
     """
-    base = _site_base(site.site_url)
-    now_utc = as_utc(now)
-    return _atom_document([_atom_entry(entry, base, now_utc) for entry in entries], site, title, self_path, now, env)
+    document = entries_document(entries, site=site, title=title, self_path=self_path, now=now)
+    return _xml_feed(document, ATOM_TEMPLATE, env or template_environment(site.templates_dir))
 
 
 def story_feed(
@@ -344,41 +413,18 @@ def story_feed(
 ) -> bytes:
     """An Atom 1.0 document with one item per story: its id is the story's (stable as outlets
     join), its `updated` the time the last outlet joined, its content every outlet's report."""
-    now_utc = as_utc(now)
-    items = [_atom_story(story, site, now_utc) for story in stories]
-    items.sort(key=lambda item: item.updated, reverse=True)
-    return _atom_document(items, site, title, self_path, now, env)
+    document = stories_document(stories, site=site, title=title, self_path=self_path, now=now)
+    return _xml_feed(document, ATOM_TEMPLATE, env or template_environment(site.templates_dir))
+
+
+def feed_files(document: FeedDocument, *, templates_dir: str | None = None) -> dict[str, bytes]:
+    """The document in every output format, by file suffix: `atom`, `rss`, `json`."""
+    return _feed_files(document, template_environment(templates_dir))
 
 
 def digest_path(day: date) -> str:
     """Where a day's digest page lives under the output directory."""
     return f"{DIGEST_DIR}/{day.isoformat()}.html"
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Replace `path` with `data` so that readers see the old file or the new one, never half.
-
-    Writes a temporary file in the same directory, fsyncs it and renames it over
-    `path`; creates missing parent directories. Keeps an existing file's permission
-    bits, else uses 0644 so a web server running as another user can read it.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        mode = path.stat().st_mode & 0o777
-    except FileNotFoundError:
-        mode = 0o644
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as tmp:
-            tmp.write(data)
-            tmp.flush()
-            os.fsync(tmp.fileno())
-        os.chmod(tmp_name, mode)
-        os.replace(tmp_name, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp_name)
-        raise
 
 
 def template_environment(templates_dir: str | None = None) -> jinja2.Environment:
@@ -398,63 +444,84 @@ def shipped_templates_dir() -> Path:
     return Path(__file__).resolve().parent.parent / "templates"
 
 
+# ------------------------------------------------------------------ outlets
+
+
+def _render_outlets(
+    source: EntrySource,
+    site: SiteConfig,
+    now: datetime,
+    previous: RenderState | None,
+    out: Path,
+    writer: OutputWriter,
+    env: jinja2.Environment,
+) -> tuple[dict[str, tuple[str, int]], int]:
+    """Each changed outlet's page, and `outlets.html` (always); returns each outlet's (mark, 14-day total).
+
+    An outlet's page is written again when its entries or its state (status, error, ...)
+    changed since the last render, when it is missing, and on a new day (its "entries per
+    day" moved on); the index is cheap (one small query) and always shows the latest polls.
+    """
+    tz = ZoneInfo(site.timezone)
+    today = now.astimezone(tz).date()
+    outlets = source.outlets()
+    marks = {outlet.name: _outlet_mark(outlet) for outlet in outlets}
+    if previous is None or previous.today != today:
+        changed = set(marks)
+    else:
+        changed = source.feeds_changed_since(previous.marker) & set(marks)
+        changed |= {name for name, mark in marks.items() if previous.outlets.get(name, ("", 0))[0] != mark}
+        changed |= {name for name in marks if not (out / outlet_page_path(name)).exists()}
+    spans = health_days(today, tz)
+    few = sorted(changed) if len(changed) <= FEW_OUTLETS else None
+    counts = source.entry_counts_by_day(spans, few) if changed else {}
+    totals: dict[str, tuple[str, int]] = {}
+    rows = []
+    for outlet in outlets:
+        if outlet.name in changed:
+            shown = outlet_view(
+                outlet,
+                tz,
+                root="../",
+                days=spans,
+                counts=counts.get(outlet.name, {}),
+                entries=source.entries_for_feed(outlet.name, OUTLET_RECENT_ENTRIES),
+            )
+            page = _render_page(env, OUTLET_TEMPLATE, site, root="../", current="outlets", outlet=shown)
+            writer.publish(out / outlet_page_path(outlet.name), page)
+            total = shown.recent_total
+        else:
+            total = previous.outlets[outlet.name][1] if previous else 0
+        totals[outlet.name] = (marks[outlet.name], total)
+        rows.append((outlet_view(outlet, tz, root=""), total))
+    page = _render_page(env, OUTLETS_TEMPLATE, site, root="", current="outlets", outlets=rows, days=len(spans))
+    writer.publish(out / OUTLETS_FILE, page)
+    return totals, len(changed)
+
+
+def _outlet_mark(outlet: OutletHealth) -> str:
+    """What an outlet's page shows of its state, besides the poll times: a change means a rewrite."""
+    status = "ok" if outlet.status == "not_modified" else outlet.status  # a 304 is no change of health
+    state = (outlet.title, outlet.url, outlet.site_link, status, outlet.last_error, outlet.error_count)
+    return hashlib.sha1(repr((state, outlet.disabled, outlet.active)).encode("utf-8", "surrogatepass")).hexdigest()[:16]
+
+
 # ------------------------------------------------------------------ incremental renders
 
 
-def _days_to_render(
-    source: EntrySource, previous: _RenderState, days: list[date], tz: ZoneInfo, out: Path
-) -> set[date]:
+def _days_to_render(source: EntrySource, previous: RenderState, days: list[date], tz: ZoneInfo, out: Path) -> set[date]:
     """Changed days, new days and their neighbours (whose next/previous links change), missing pages."""
     wanted = source.days_changed_since(previous.marker, tz)
     for index, day in enumerate(days):
         if day not in previous.days:
             wanted.update(days[max(index - 1, 0) : index + 2])
-        elif not (out / digest_path(day)).exists():
+        elif day not in previous.day_counts or not (out / digest_path(day)).exists():
             wanted.add(day)
     return wanted & set(days)
 
 
-@dataclass(frozen=True)
-class _RenderState:
-    """What the last render covered, kept beside the outputs (a dotfile: `serve` never shows it)."""
-
-    fingerprint: str
-    marker: ChangeMarker
-    days: frozenset[date]
-
-    @classmethod
-    def load(cls, out: Path, fingerprint: str) -> _RenderState | None:
-        try:
-            data = json.loads((out / RENDER_STATE_FILE).read_text(encoding="utf-8"))
-            if data.get("fingerprint") != fingerprint:
-                return None
-            return cls(
-                fingerprint=fingerprint,
-                marker=ChangeMarker(int(data["last_id"]), str(data["last_rewrite"]), str(data["last_story"])),
-                days=frozenset(date.fromisoformat(day) for day in data["days"]),
-            )
-        except (OSError, ValueError, KeyError, TypeError):
-            return None  # no state, or one we cannot trust: render everything
-
-    def save(self, out: Path) -> None:
-        data = {
-            "fingerprint": self.fingerprint,
-            "last_id": self.marker.last_id,
-            "last_rewrite": self.marker.last_rewrite,
-            "last_story": self.marker.last_story,
-            "days": sorted(day.isoformat() for day in self.days),
-        }
-        write_atomic(out / RENDER_STATE_FILE, json.dumps(data).encode("utf-8"))
-
-
-def _site_fingerprint(site: SiteConfig) -> str:
-    """Changes when anything that shapes every page does: the settings, the templates, this program."""
-    digest = hashlib.sha256(repr((site, __version__)).encode("utf-8"))
-    for directory in (site.templates_dir, str(shipped_templates_dir())):
-        for template in sorted(Path(directory).glob("*")) if directory else ():
-            stat = template.stat()
-            digest.update(f"{template}:{stat.st_mtime_ns}:{stat.st_size}".encode())
-    return digest.hexdigest()
+def _missing_tag_output(out: Path, tag: str) -> bool:
+    return any(not (out / tag_output_path(tag, suffix)).exists() for suffix in (*FEED_SUFFIXES, "html"))
 
 
 # ------------------------------------------------------------------ private helpers
@@ -469,7 +536,7 @@ def _environment(templates_dir: str | None, shipped: str) -> jinja2.Environment:
     return jinja2.Environment(
         loader=jinja2.ChoiceLoader(loaders),
         autoescape=jinja2.select_autoescape(
-            enabled_extensions=("html", "htm", "xml", "atom"),
+            enabled_extensions=("html", "htm", "xml", "atom", "rss"),
             default_for_string=True,
             default=True,
         ),
@@ -480,65 +547,77 @@ def _environment(templates_dir: str | None, shipped: str) -> jinja2.Environment:
     )
 
 
-class _Writer:
-    """Writes output files atomically, skipping those whose bytes are already on disk."""
+def _digest_page(
+    source: EntrySource,
+    site: SiteConfig,
+    day: date,
+    *,
+    previous_day: date | None,
+    next_day: date | None,
+    at_index: bool,
+    notice: str | None,
+    env: jinja2.Environment | None,
+) -> tuple[bytes, tuple[int, int]]:
+    """A day's digest page and its (stories, reports), which the archive lists."""
+    tz = ZoneInfo(site.timezone)
+    start = datetime.combine(day, time(), tzinfo=tz).astimezone(UTC)
+    end = datetime.combine(day + timedelta(days=1), time(), tzinfo=tz).astimezone(UTC)
+    stories = source.stories_between(start, end)
+    root = "" if at_index else "../"
+    sections, more = _cap(digest_sections(stories, tz, root=root), site.digest_max_stories)
+    entry_count = sum(len(story.entries) for story in stories)
+    page = _render_page(
+        env or template_environment(site.templates_dir),
+        DIGEST_TEMPLATE,
+        site,
+        root=root,
+        current="today" if at_index else "archive",
+        day=day.isoformat(),
+        day_long=f"{day:%A}, {day.day} {day:%B %Y}",
+        sections=sections,
+        story_count=len(stories),
+        more=more,
+        entry_count=entry_count,
+        previous_href=_day_href(previous_day, at_index),
+        next_href=_day_href(next_day, at_index),
+        notice=notice,
+    )
+    return page, (len(stories), entry_count)
 
-    def __init__(self) -> None:
-        self.written = 0
-        self.unchanged = 0
 
-    def publish(self, path: Path, data: bytes) -> None:
-        if _same_bytes(path, data):
-            self.unchanged += 1
-            return
-        write_atomic(path, data)
-        self.written += 1
-
-
-def _same_bytes(path: Path, data: bytes) -> bool:
-    try:
-        if path.stat().st_size != len(data):
-            return False
-        return path.read_bytes() == data
-    except OSError:
-        return False
-
-
-def _merged_feed(
-    source: EntrySource, site: SiteConfig, now: datetime, env: jinja2.Environment, *, tag: str | None
-) -> bytes:
-    """`feed.atom` (no tag) or a tag's feed, one item per story or per entry as configured."""
+def _merged_feed(source: EntrySource, site: SiteConfig, now: datetime, *, tag: str | None) -> FeedDocument:
+    """`feed.*` (no tag) or a tag's feed, one item per story or per entry as configured."""
     title = site.title if tag is None else f"{site.title}: {tag}"
     path = FEED_FILE if tag is None else tag_feed_path(tag)
     limit = site.feed_entries if tag is None else site.tag_feed_entries
     if site.feed_per == PER_ENTRY:
         entries = source.recent_entries(limit) if tag is None else source.entries_for_tag(tag, limit)
-        return atom_feed(entries, site=site, title=title, self_path=path, now=now, env=env)
+        return entries_document(entries, site=site, title=title, self_path=path, now=now, tag=tag)
     stories = source.recent_stories(limit, tag=tag)
-    return story_feed(stories, site=site, title=title, self_path=path, now=now, env=env)
+    return stories_document(stories, site=site, title=title, self_path=path, now=now, tag=tag)
 
 
-def _atom_document(
-    items: list[AtomEntry],
-    site: SiteConfig,
-    title: str,
-    self_path: str,
-    now: datetime,
-    env: jinja2.Environment | None,
-) -> bytes:
-    base = _site_base(site.site_url)
-    updated = max((item.updated for item in items), default=_rfc3339(as_utc(now)))
-    template = (env or template_environment(site.templates_dir)).get_template(ATOM_TEMPLATE)
-    text = template.render(
-        feed_id=base + self_path,
-        title=xml_text(title),
-        updated=updated,
-        self_href=base + self_path,
-        site_href=base,
-        author=xml_text(site.title),
+def _publish_feeds(writer: OutputWriter, out: Path, document: FeedDocument, env: jinja2.Environment, stem: str) -> None:
+    for suffix, data in _feed_files(document, env).items():
+        writer.publish(out / f"{stem}.{suffix}", data)
+
+
+def _feed_files(document: FeedDocument, env: jinja2.Environment) -> dict[str, bytes]:
+    return {
+        "atom": _xml_feed(document, ATOM_TEMPLATE, env),
+        "rss": _xml_feed(document, RSS_TEMPLATE, env),
+        "json": json_feed(document),
+    }
+
+
+def _xml_feed(document: FeedDocument, template: str, env: jinja2.Environment) -> bytes:
+    suffix = template.rsplit(".", 1)[-1]
+    text = env.get_template(template).render(
+        feed=document,
+        self_href=f"{document.url_stem}.{suffix}",
         generator_uri=PROJECT_URL,
         generator_version=__version__,
-        entries=items,
+        items=document.items,
     )
     return text.encode("utf-8")
 
@@ -558,6 +637,7 @@ def _cap(sections: list[DigestSection], max_stories: int) -> tuple[list[DigestSe
 
 
 def _render_page(env: jinja2.Environment, template: str, site: SiteConfig, *, root: str, **values: Any) -> bytes:
+    values.setdefault("alternates", _alternates(root + FEED_STEM, site.title))
     text = env.get_template(template).render(
         site_title=xml_text(site.title),
         root=root,
@@ -566,6 +646,11 @@ def _render_page(env: jinja2.Environment, template: str, site: SiteConfig, *, ro
         **values,
     )
     return text.encode("utf-8")
+
+
+def _alternates(stem: str, title: str) -> list[tuple[str, str, str]]:
+    """`<link rel="alternate">` of a page: (type, title, href) of each format of its feed."""
+    return [(FEED_TYPES[suffix], f"{xml_text(title)} ({label})", f"{stem}.{suffix}") for suffix, label in FEED_FORMATS]
 
 
 def _distinct_days(views: Sequence[Any]) -> list[str]:
@@ -582,93 +667,3 @@ def _index_day(days: Sequence[date], today: date) -> date:
     """Today if it has entries, else the latest day not after today, else the earliest day."""
     past = [day for day in days if day <= today]
     return past[-1] if past else days[0]
-
-
-def _atom_entry(entry: Entry, base: str, now: datetime) -> AtomEntry:
-    published = min(as_utc(entry.published), now)
-    updated = min(max(as_utc(entry.updated), published), now)
-    outlet = xml_text(entry.feed_title or entry.feed)
-    link = web_link(entry.link)
-    content = _xml_html(entry.content)
-    summary = _xml_html(entry.summary)
-    if not content and link is None:
-        # RFC 4287 4.1.2: an entry without a link rel=alternate must have content.
-        content, summary = summary, ""
-    return AtomEntry(
-        id=xml_text(entry.uid),
-        title=xml_text(entry.title),
-        link=link,
-        author=xml_text(entry.author or "") or outlet,
-        updated=_rfc3339(updated),
-        published=_rfc3339(published),
-        categories=tuple(xml_text(tag) for tag in entry.tags),
-        summary_html=summary,
-        content_html=content,
-        # We do not know the outlet's own feed id, so mint a stable one in our site's name.
-        source_id=_source_id(base, entry.feed),
-        source_title=outlet,
-        source_link=web_link(entry.feed_link),
-    )
-
-
-def _atom_story(story: Story, site: SiteConfig, now: datetime) -> AtomEntry:
-    """A story as one feed item: the first report's headline and link, every outlet in its content."""
-    base = _site_base(site.site_url)
-    first = story.entries[0]
-    if len(story.entries) == 1:
-        return _atom_entry(first, base, now)
-    published = min(as_utc(story.first_seen), now)
-    updated = min(max(as_utc(story.updated), published), now)
-    tz = ZoneInfo(site.timezone)
-    shown = view(story, tz, base)
-    outlets = ", ".join(dict.fromkeys(report.outlet for report in shown.reports))
-    return AtomEntry(
-        id=xml_text(story.uid or first.uid),
-        title=xml_text(story.headline or first.title),
-        link=web_link(first.link),
-        author=outlets,
-        updated=_rfc3339(updated),
-        published=_rfc3339(published),
-        categories=tuple(xml_text(tag) for tag in story.tags),
-        summary_html="",
-        content_html=_story_content(shown),
-        source_id=None,
-        source_title="",
-        source_link=None,
-    )
-
-
-def _story_content(shown: Any) -> str:
-    """A story's item body as HTML (escaped by the template): the summary, then each outlet's report."""
-    parts = [f"<p>{html.escape(shown.summary)}</p>"] if shown.summary else []
-    parts.append(f"<p>Reported by {shown.outlets} outlets:</p><ul>")
-    for report in shown.reports:
-        title = html.escape(report.title)
-        headline = f'<a href="{html.escape(report.link)}">{title}</a>' if report.link else title
-        first = " (first)" if report.first else ""
-        parts.append(f"<li>{html.escape(report.outlet)}{first}, {html.escape(report.published)}: {headline}</li>")
-    parts.append("</ul>")
-    if shown.tags:
-        parts.append("<p>Tags: " + ", ".join(html.escape(tag.path) for tag in shown.tags) + "</p>")
-    return _xml_html("".join(parts))
-
-
-def _source_id(base: str, feed: str) -> str:
-    return f"{base}#feed-{urllib.parse.quote(feed, safe='', errors='surrogatepass')}"
-
-
-def _site_base(site_url: str) -> str:
-    return site_url if site_url.endswith("/") else site_url + "/"
-
-
-def _rfc3339(moment: datetime) -> str:
-    # isoformat, not strftime: it writes years before 1000 with four digits.
-    return as_utc(moment).replace(tzinfo=None, microsecond=0).isoformat() + "Z"
-
-
-def _xml_html(text: str) -> str:
-    """HTML with the characters XML forbids replaced by U+FFFD.
-
-    Never dropped: the U+0001 of "java&#1;script:" keeps that URL dead; without it, it is live.
-    """
-    return XML_INVALID.sub("\ufffd", text)

@@ -4,9 +4,14 @@
 resuming the schedule kept in the database after a restart; a poll that stored
 something asks for a render, which runs at most once per debounce period and never
 concurrently with itself. At `digest.time` the day's digest is finalized, and a run
-missed while the daemon was down is made up at start. SIGINT/SIGTERM stop it
-cleanly, SIGHUP re-reads feeds.yaml, and a lock file keeps a second daemon off the
-same database.
+missed while the daemon was down is made up at start. With an `email:` section, the
+previous day's digest is mailed at `email.time`; a failed send is logged, retried with
+backoff and never stops the daemon, and the database remembers what was sent, so a
+restart sends no day twice. SIGINT/SIGTERM stop it cleanly, SIGHUP re-reads
+feeds.yaml, and a lock file keeps a second daemon off the same database.
+
+Logging: warnings and errors always; at INFO (the default) the start, the daily digest,
+the email and the stop; each poll and render at -v (the `update`/`render` loggers).
 """
 
 from __future__ import annotations
@@ -14,16 +19,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import functools
 import logging
 import os
 import random
 import signal
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, date, datetime, timedelta
 from datetime import time as dt_time
 from pathlib import Path
+from typing import TypeVar
 from zoneinfo import ZoneInfo
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
@@ -31,17 +39,38 @@ from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
 from aggregator.config import Settings, load_settings
+from aggregator.digest_text import day_digest
 from aggregator.errors import AggregatorError, ConfigError, DaemonError
+from aggregator.mailer import (
+    EMPTY,
+    GAVE_UP,
+    SENT,
+    EmailState,
+    SentDigest,
+    after_failure,
+    daily_message_id,
+    deliver,
+    email_day_due,
+    next_email_at,
+    password_for,
+    retry_delay,
+)
 from aggregator.models import FeedConfig
+from aggregator.opml import opml_document
 from aggregator.render import render_all
 from aggregator.store import Store
 from aggregator.update import FeedResult, UpdateSummary, polling, update_feeds_async, utc_now
 from aggregator.web import OutputServer
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 SHUTDOWN_GRACE_SECONDS = 5.0
 LAST_DIGEST_KEY = "last_digest"
+EMAIL_STATE_KEY = "digest_email"
+# The email missed while the daemon was down waits this long at most for the feeds due at
+# start, so that it carries what was published while the daemon was away.
+START_POLLS_WAIT_SECONDS = 120.0
 # Feeds due at start are spread over this many seconds at most (the fetcher's limits do the rest).
 START_SPREAD_SECONDS = 5.0
 # The most entries one poll job groups into stories (or gives their text, after an upgrade).
@@ -142,6 +171,9 @@ class Daemon:
         self._render_task: asyncio.Task[None] | None = None
         self._last_render = float("-inf")
         self._render_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="render")
+        self._email_task: asyncio.Task[object] | None = None
+        self._due_at_start: set[str] = set()
+        self._start_polls_done = asyncio.Event()
 
     # -- life cycle -----------------------------------------------------------------------
 
@@ -163,6 +195,7 @@ class Daemon:
             summary = await update_feeds_async(self.settings, self.store, clock=self.clock)
             await self._render("once")
             self._record_digest(self.clock())
+            await self._send_due_email(retry=False)
             return summary
         finally:
             self.store.close()
@@ -183,16 +216,20 @@ class Daemon:
         try:
             async with polling(self.settings, self.store, self.clock, feed_count=len(self.settings.feeds)) as poller:
                 self.poller = poller
-                self._schedule_all()
+                due = self._schedule_all()
+                self._schedule_daily_jobs()
                 self.scheduler.start()
                 log.info(
-                    "daemon started: %d feeds, database %s, output %s%s",
+                    "daemon started: %d feeds (%d due now, %d resume their stored schedule), database %s, output %s%s",
                     len(self.settings.feeds),
+                    due,
+                    len(self.settings.feeds) - due,
                     self.settings.database,
                     self.settings.output_dir,
                     f", serving {server.url}" if server else "",
                 )
                 await self._catch_up_digest()
+                self._start_email_after_start_polls()
                 self._request_render()
                 await self._stop.wait()
                 await self._shut_down()
@@ -221,7 +258,11 @@ class Daemon:
         self.scheduler.shutdown(wait=False)
         for task in list(self._inflight):
             task.cancel()
-        pending = [*self._inflight, *([self._render_task] if self._render_task else [])]
+        if self._email_task is not None:
+            # A send in flight ends with the process; unrecorded, it goes again at the next start.
+            self._email_task.cancel()
+        tasks = (self._render_task, self._email_task)
+        pending = [*self._inflight, *(task for task in tasks if task is not None and not task.done())]
         if pending:
             _done, still = await asyncio.wait(pending, timeout=SHUTDOWN_GRACE_SECONDS)
             if still:
@@ -229,7 +270,8 @@ class Daemon:
 
     # -- polling --------------------------------------------------------------------------
 
-    def _schedule_all(self) -> None:
+    def _schedule_all(self) -> int:
+        """One job per feed, at its stored next poll or now (spread a little); returns how many are due now."""
         now = self.clock()
         due = 0
         for feed in self.settings.feeds:
@@ -238,8 +280,11 @@ class Daemon:
             if start is None:
                 start = now + timedelta(seconds=self.rng.uniform(0, min(START_SPREAD_SECONDS, 0.05 * due)))
                 due += 1
+                self._due_at_start.add(feed.name)
             self._add_feed_job(feed, start)
-        log.info("%d feeds due now, %d resume their stored schedule", due, len(self.settings.feeds) - due)
+        if not self._due_at_start:
+            self._start_polls_done.set()
+        return due
 
     def _add_feed_job(self, feed: FeedConfig, start: datetime) -> None:
         self.scheduler.add_job(
@@ -270,6 +315,9 @@ class Daemon:
             log.debug("feed %s was removed from the config; not polling it", name)
         finally:
             self._inflight.discard(task)
+            self._due_at_start.discard(name)
+            if not self._due_at_start:
+                self._start_polls_done.set()
 
     def _reschedule(self, feed: FeedConfig, result: FeedResult) -> None:
         """Move the feed's job to the time the poll decided, plus jitter so feeds drift apart."""
@@ -303,28 +351,45 @@ class Daemon:
             try:
                 await asyncio.get_running_loop().run_in_executor(self._render_pool, self._render_blocking)
             except (OSError, AggregatorError) as error:
-                log.error("render failed (will retry after the next change): %s", error)
+                log.error("render failed (will retry after the next change): %s", _in_words(error))
             else:
-                log.info("rendered (%s) in %d ms", reason, (time.monotonic() - started) * 1000)
+                log.debug("rendered (%s) in %d ms", reason, (time.monotonic() - started) * 1000)
             self._last_render = time.monotonic()
 
     def _render_blocking(self) -> None:
         # Its own connection: sqlite3 connections stay in the thread that made them.
         with Store(self.settings.database, readonly=True) as store:
-            render_all(store, self.settings.site, self.clock())
+            opml = opml_document(self.settings.feeds, self.settings.title, store.site_links())
+            render_all(store, self.settings.site, self.clock(), opml=opml)
 
-    async def _catch_up_digest(self) -> None:
-        hour, minute, second = _clock_parts(self.settings.digest_time)
+    def _schedule_daily_jobs(self) -> None:
+        """The digest at digest.time and, with an email: section, the email at email.time (again on reload)."""
+        self._add_daily_job("digest", "daily digest", self.settings.digest_time, self._digest_job)
+        email = self.settings.email
+        if email is None:
+            with contextlib.suppress(LookupError):
+                self.scheduler.remove_job("email")
+            return
+        self._add_daily_job("email", "daily digest email", email.time, self._email_job)
+        try:
+            password_for(self.settings)
+        except ConfigError as error:
+            log.warning("the digest email will fail until this is fixed: %s", error)
+
+    def _add_daily_job(self, job_id: str, name: str, at: str, job: Callable[[], object]) -> None:
+        hour, minute, second = _clock_parts(at)
         self.scheduler.add_job(
-            self._digest_job,
+            job,
             CronTrigger(hour=hour, minute=minute, second=second, timezone=ZoneInfo(self.settings.timezone)),
-            id="digest",
-            name="daily digest",
+            id=job_id,
+            name=name,
             misfire_grace_time=3600,
             replace_existing=True,
         )
+
+    async def _catch_up_digest(self) -> None:
         if self._digest_due() is not None:
-            log.info("the digest of %s was not written yet; writing it now", self._digest_due())
+            log.debug("the digest of %s was not written yet; writing it now", self._digest_due())
             await self._digest_job()
 
     def _digest_due(self) -> date | None:
@@ -346,6 +411,113 @@ class Daemon:
             self.store.set_meta(LAST_DIGEST_KEY, day.isoformat())
             log.info("digest of %s finalized", day)
 
+    # -- the digest email -----------------------------------------------------------------
+
+    def _start_email_after_start_polls(self) -> None:
+        if self.settings.email is not None:
+            self._email_task = asyncio.create_task(self._email_after_start_polls())
+
+    async def _email_after_start_polls(self) -> None:
+        """At start: the email missed while the daemon was down, once the feeds due now were polled."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._start_polls_done.wait(), timeout=START_POLLS_WAIT_SECONDS)
+        if not await self._send_due_email() and (state := self._email_state()) is not None:
+            done = {SENT: "was sent", EMPTY: "had no stories", GAVE_UP: "was given up on"}.get(state.status)
+            log.info("the digest email of %s %s; the next goes out %s", state.day, done, self._next_email())
+
+    async def _email_job(self) -> None:
+        if self._email_task is None or self._email_task.done():
+            self._email_task = asyncio.create_task(self._send_due_email())
+
+    async def _send_due_email(self, retry: bool = True) -> bool:
+        """Email the due day's digest, trying again after each failure (unless not `retry`).
+
+        Returns whether a day was due. Never raises: a failure is logged with its reason and
+        recorded, and after `email.retries` more tries the day is given up on until the next.
+        """
+        email = self.settings.email
+        attempted = False
+        while email is not None and not self._stop.is_set():
+            state = self._email_state()
+            day = email_day_due(self.clock(), self.settings.timezone, email.time, state)
+            if day is None:
+                return attempted
+            attempted = True
+            settings = self.settings
+            try:
+                sent = await _in_daemon_thread(functools.partial(self._email_blocking, settings, day))
+            except Exception as error:
+                if not isinstance(error, AggregatorError):
+                    log.exception("internal error while sending the digest email of %s", day)
+                state = after_failure(state, day, _in_words(error), email.retries)
+                self._save_email_state(state)
+                if state.status == GAVE_UP:
+                    log.error(
+                        "gave up on the digest email of %s after %d tries: %s; the next goes out %s",
+                        day,
+                        state.attempts,
+                        state.error,
+                        self._next_email(),
+                    )
+                    return attempted
+                delay = retry_delay(email, state.attempts)
+                log.warning(
+                    "the digest email of %s failed (try %d of %d): %s; trying again in %s",
+                    day,
+                    state.attempts,
+                    email.retries + 1,
+                    state.error,
+                    _duration(delay) if retry else "the next run",
+                )
+                if not retry or await self._stopped_within(delay):
+                    return attempted
+                continue
+            self._save_email_state(EmailState(day, SENT if sent else EMPTY))
+            if sent is None:
+                log.info("no stories on %s: no digest email sent", day)
+            else:
+                log.info(
+                    "sent the digest email of %s (%d stories) to %s%s",
+                    day,
+                    sent.stories,
+                    ", ".join(sent.recipients),
+                    f"; the server refused {', '.join(sent.refused)}" if sent.refused else "",
+                )
+        return attempted
+
+    def _email_blocking(self, settings: Settings, day: date) -> SentDigest | None:
+        """Build and send one day's email (None: the day had no stories); runs in a thread of its own."""
+        with Store(settings.database, readonly=True) as store:
+            digest = day_digest(store, settings.site, day)
+        if digest.story_count == 0:
+            return None
+        return deliver(settings, digest, self.clock(), message_id=daily_message_id(settings, digest.day))
+
+    def _next_email(self) -> str:
+        email = self.settings.email
+        if email is None:
+            return "never (no email: section)"
+        return f"at {next_email_at(self.clock(), self.settings.timezone, email.time):%Y-%m-%d %H:%M %Z}"
+
+    def _email_state(self) -> EmailState | None:
+        try:
+            return EmailState.from_json(self.store.meta(EMAIL_STATE_KEY))
+        except AggregatorError as error:
+            log.error("could not read the digest email's state: %s", error)
+            return None
+
+    def _save_email_state(self, state: EmailState) -> None:
+        try:
+            self.store.set_meta(EMAIL_STATE_KEY, state.to_json())
+        except AggregatorError as error:
+            log.error("could not record the digest email of %s as %s: %s", state.day, state.status, error)
+
+    async def _stopped_within(self, seconds: float) -> bool:
+        """Wait `seconds`, or less if the daemon is stopped meanwhile; returns whether it was."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stop.wait(), timeout=seconds)
+        return self._stop.is_set()
+
     # -- reload ---------------------------------------------------------------------------
 
     def _reload(self) -> None:
@@ -360,6 +532,7 @@ class Daemon:
         self.settings = fresh
         self.store.sync_feeds(fresh.feeds)
         self.poller.reconfigure(fresh)
+        self._schedule_daily_jobs()
         now = self.clock()
         for name in old.keys() - new.keys():
             with contextlib.suppress(LookupError):
@@ -381,6 +554,48 @@ class Daemon:
 
 def _job_id(name: str) -> str:
     return f"feed:{name}"
+
+
+async def _in_daemon_thread(function: Callable[[], T]) -> T:
+    """Run a blocking call off the event loop, in a daemon thread.
+
+    Unlike an executor's thread, it never holds up the process's exit: a hung SMTP
+    server cannot keep a stopped daemon alive (what it was doing is simply done again).
+    """
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[T] = loop.create_future()
+
+    def settle(outcome: Callable[[], object]) -> None:
+        if not future.done():  # else it was cancelled meanwhile
+            outcome()
+
+    def target() -> None:
+        outcome: Callable[[], object]
+        try:
+            outcome = functools.partial(future.set_result, function())
+        except BaseException as error:
+            outcome = functools.partial(future.set_exception, error)
+        with contextlib.suppress(RuntimeError):  # the loop closed: nobody is waiting any more
+            loop.call_soon_threadsafe(settle, outcome)
+
+    threading.Thread(target=target, name="mail", daemon=True).start()
+    return await future
+
+
+def _in_words(error: BaseException) -> str:
+    """An error as an operator reads it: our own message, or what the OS said about which file."""
+    if isinstance(error, AggregatorError) or not isinstance(error, OSError):
+        return str(error)
+    where = f"cannot write {error.filename}: " if error.filename else ""
+    return where + (error.strerror or str(error))
+
+
+def _duration(seconds: float) -> str:
+    if seconds >= 3600:
+        return f"{seconds / 3600:.3g} h"
+    if seconds >= 60:
+        return f"{seconds / 60:.3g} min"
+    return f"{seconds:.3g} s"
 
 
 def _clock_parts(text: str) -> tuple[int, int, int]:

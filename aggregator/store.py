@@ -16,7 +16,7 @@ import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,7 @@ from aggregator.models import (
     FeedStatus,
     PollOutcome,
     StoreCounts,
+    StoryItem,
     TaggedEntry,
     Validators,
 )
@@ -224,6 +225,54 @@ class Store(Queries):
             for row in rows
         ]
 
+    def site_links(self) -> dict[str, str]:
+        """Each feed's web site (the link its document gives), by feed name, where one is known."""
+        rows = self.conn.execute("SELECT name, site_link FROM feeds WHERE site_link IS NOT NULL AND site_link != ''")
+        return {row["name"]: row["site_link"] for row in rows}
+
+    def delete_feed(self, name: str) -> int:
+        """Delete a feed, its entries, their tags and search index rows, in one transaction; how many entries.
+
+        A story that loses entries gets its headline, first and last time and counts again from the
+        entries it keeps (its id and uid stay, as ids never change); a story left empty is deleted.
+        """
+        with self.transaction(f"delete feed {name}") as conn:
+            row = conn.execute("SELECT id FROM feeds WHERE name = ?", (name,)).fetchone()
+            if row is None:
+                return 0
+            feed_id = int(row["id"])
+            stories = [
+                int(story[0])
+                for story in conn.execute(
+                    "SELECT DISTINCT story_id FROM entries WHERE feed_id = ? AND story_id IS NOT NULL", (feed_id,)
+                )
+            ]
+            conn.execute(
+                "DELETE FROM entry_tags WHERE entry_id IN (SELECT id FROM entries WHERE feed_id = ?)", (feed_id,)
+            )
+            deleted = conn.execute("DELETE FROM entries WHERE feed_id = ?", (feed_id,)).rowcount
+            conn.execute("DELETE FROM feeds WHERE id = ?", (feed_id,))
+            for start in range(0, len(stories), LOOKUP_CHUNK):
+                chunk = stories[start : start + LOOKUP_CHUNK]
+                marks = ",".join("?" * len(chunk))
+                conn.execute(
+                    f"DELETE FROM stories WHERE id IN ({marks}) "
+                    "AND NOT EXISTS (SELECT 1 FROM entries WHERE story_id = stories.id)",
+                    chunk,
+                )
+                conn.execute(
+                    f"""UPDATE stories SET
+                          headline = (SELECT title FROM entries WHERE story_id = stories.id
+                                      ORDER BY published, id LIMIT 1),
+                          first_seen = (SELECT min(published) FROM entries WHERE story_id = stories.id),
+                          last_seen = (SELECT max(published) FROM entries WHERE story_id = stories.id),
+                          feeds = (SELECT count(DISTINCT feed_id) FROM entries WHERE story_id = stories.id),
+                          size = (SELECT count(*) FROM entries WHERE story_id = stories.id)
+                        WHERE id IN ({marks})""",
+                    chunk,
+                )
+        return int(deleted)
+
     # -- one poll -------------------------------------------------------------------------
 
     def save_poll(self, outcome: PollOutcome) -> StoreCounts:
@@ -287,27 +336,26 @@ class Store(Queries):
         now = iso(outcome.fetched_at)
         existing = self._existing(conn, feed_id, [tagged.entry.key for tagged in outcome.entries])
         inserts: list[tuple[Any, ...]] = []
-        new_ids: list[int] = []
+        added: list[tuple[TaggedEntry, str]] = []  # with its stored publication time
         changed: list[tuple[_Stored, TaggedEntry]] = []
-        new_tags: list[tuple[str, frozenset[str]]] = []
         for tagged in outcome.entries:
             entry = tagged.entry
             found = existing.get(entry.key)
             if found is None:
-                inserts.append(_insert_row(feed_id, feed_name, entry, now))
-                new_tags.append((entry.key, tagged.tags))
+                published = _stored_published(entry, now)
+                inserts.append(_insert_row(feed_id, feed_name, entry, now, published))
+                added.append((tagged, published))
             elif found.worth_rewriting(entry, outcome.fetched_at):
                 changed.append((found, tagged))
+        new_items: list[StoryItem] = []
         if inserts:
-            conn.executemany(
-                """INSERT INTO entries (feed_id, key, uid, link, canonical_link, title, author, summary,
-                       content, published, updated, first_seen, content_hash, published_known, summary_text)
-                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
-                inserts,
+            _insert_entries(conn, inserts)
+            ids = self._ids(conn, feed_id, [tagged.entry.key for tagged, _ in added])
+            new_items = sorted(
+                (_story_item(ids[tagged.entry.key], feed_name, tagged, published) for tagged, published in added),
+                key=lambda item: item.id,
             )
-            ids = self._existing(conn, feed_id, [key for key, _ in new_tags])
-            new_ids = sorted(ids[key].id for key, _ in new_tags)
-            self._tag_entries(conn, [(ids[key].id, tags) for key, tags in new_tags])
+            self._tag_entries(conn, [(item.id, item.tags) for item in new_items])
         for stored, tagged in changed:
             conn.execute(
                 """UPDATE entries SET link = ?, canonical_link = ?, title = ?, author = ?, summary = ?,
@@ -318,7 +366,24 @@ class Store(Queries):
             )
             conn.execute("DELETE FROM entry_tags WHERE entry_id = ?", (stored.id,))
         self._tag_entries(conn, [(stored.id, tagged.tags) for stored, tagged in changed])
-        return StoreCounts(new=len(inserts), updated=len(changed), new_ids=tuple(new_ids))
+        return StoreCounts(
+            new=len(inserts),
+            updated=len(changed),
+            new_ids=tuple(item.id for item in new_items),
+            new_items=tuple(new_items),
+        )
+
+    def _ids(self, conn: sqlite3.Connection, feed_id: int, keys: Sequence[str]) -> dict[str, int]:
+        """The ids of this feed's entries with these keys."""
+        found: dict[str, int] = {}
+        for start in range(0, len(keys), LOOKUP_CHUNK):
+            chunk = keys[start : start + LOOKUP_CHUNK]
+            rows = conn.execute(
+                f"SELECT id, key FROM entries WHERE feed_id = ? AND key IN ({','.join('?' * len(chunk))})",
+                (feed_id, *chunk),
+            )
+            found.update((row[1], int(row[0])) for row in rows)
+        return found
 
     def _existing(self, conn: sqlite3.Connection, feed_id: int, keys: Sequence[str]) -> dict[str, _Stored]:
         found: dict[str, _Stored] = {}
@@ -347,10 +412,17 @@ class Store(Queries):
         pairs = [(entry_id, tag) for entry_id, tags in tagged for tag in sorted(tags)]
         if not pairs:
             return
-        conn.executemany("INSERT OR IGNORE INTO tags (path) VALUES (?)", [(tag,) for tag in {t for _, t in pairs}])
+        paths = sorted({tag for _, tag in pairs})
+        conn.executemany("INSERT OR IGNORE INTO tags (path) VALUES (?)", [(path,) for path in paths])
+        # The tags' ids in one look-up rather than a sub-select per row: a first poll tags thousands.
+        tag_ids: dict[str, int] = {}
+        for start in range(0, len(paths), LOOKUP_CHUNK):
+            chunk = paths[start : start + LOOKUP_CHUNK]
+            rows = conn.execute(f"SELECT path, id FROM tags WHERE path IN ({','.join('?' * len(chunk))})", chunk)
+            tag_ids.update((row[0], int(row[1])) for row in rows)
         conn.executemany(
-            "INSERT OR IGNORE INTO entry_tags (entry_id, tag_id) SELECT ?, id FROM tags WHERE path = ?",
-            pairs,
+            "INSERT OR IGNORE INTO entry_tags (entry_id, tag_id) VALUES (?, ?)",
+            [(entry_id, tag_ids[tag]) for entry_id, tag in pairs],
         )
 
     # -- stories ------------------------------------------------------------------------------
@@ -376,9 +448,10 @@ class Store(Queries):
             assignments = [(entry, story) for entry, story in assignments if entry in waiting]
             if not assignments:
                 return
+            updated = iso(now)
             conn.executemany(
                 "INSERT OR IGNORE INTO stories (id, first_entry_id, updated) VALUES (?, ?, ?)",
-                [(story, story, iso(now)) for story in {story for _, story in assignments}],
+                [(story, story, updated) for story in {story for _, story in assignments}],
             )
             conn.executemany(
                 "UPDATE entries SET story_id = ? WHERE id = ?", [(story, entry) for entry, story in assignments]
@@ -397,7 +470,7 @@ class Store(Queries):
                           size = (SELECT count(*) FROM entries WHERE story_id = stories.id),
                           updated = ?
                         WHERE id IN ({",".join("?" * len(chunk))})""",
-                    (iso(now), *chunk),
+                    (updated, *chunk),
                 )
 
     def set_entry_texts(self, texts: Sequence[tuple[int, str]]) -> None:
@@ -449,10 +522,31 @@ class _Stored:
         return self.rewritten_at is None or now - self.rewritten_at >= MIN_REWRITE_INTERVAL
 
 
-def _insert_row(feed_id: int, feed_name: str, entry: EntryData, now: str) -> tuple[Any, ...]:
+_INSERT_ENTRIES = """INSERT INTO entries (feed_id, key, uid, link, canonical_link, title, author, summary,
+                       content, published, updated, first_seen, content_hash, published_known, summary_text)
+                     VALUES """
+_ENTRY_VALUES = "(" + ", ".join("?" * 15) + ")"
+# New entries are inserted this many per statement, not one per statement: the search index's
+# trigger costs SQLite a savepoint per statement, more than the indexing itself. (64 rows of 15
+# values stay under 999 parameters, the limit of older SQLite builds.)
+INSERT_ROWS = 64
+
+
+def _insert_entries(conn: sqlite3.Connection, rows: Sequence[tuple[Any, ...]]) -> None:
+    for start in range(0, len(rows), INSERT_ROWS):
+        chunk = rows[start : start + INSERT_ROWS]
+        conn.execute(
+            _INSERT_ENTRIES + ", ".join([_ENTRY_VALUES] * len(chunk)), [value for row in chunk for value in row]
+        )
+
+
+def _stored_published(entry: EntryData, now: str) -> str:
     # An article cannot have been published after we first saw it: a date ahead of the clock
     # (up to the day parse tolerates) is clamped, so no page or feed shows the future.
-    published = min(iso(entry.published), now) if entry.published else now
+    return min(iso(entry.published), now) if entry.published else now
+
+
+def _insert_row(feed_id: int, feed_name: str, entry: EntryData, now: str, published: str) -> tuple[Any, ...]:
     updated = max(min(iso(entry.updated), now), published) if entry.updated else published
     return (
         feed_id,
@@ -471,6 +565,23 @@ def _insert_row(feed_id: int, feed_name: str, entry: EntryData, now: str) -> tup
         entry.published is not None,
         entry.text,
     )
+
+
+def _story_item(entry_id: int, feed: str, tagged: TaggedEntry, published: str) -> StoryItem:
+    """A just-stored entry as `unassigned_items` would read it back."""
+    return StoryItem(
+        id=entry_id,
+        feed=feed,
+        title=tagged.entry.title,
+        text=tagged.entry.text,
+        tags=frozenset(tagged.tags),
+        published=_stored_moment(published),
+    )
+
+
+def _stored_moment(text: str) -> datetime:
+    """`from_iso` for a date `iso` just wrote, without strptime (a first poll stores thousands)."""
+    return datetime.fromisoformat(text).astimezone(UTC)
 
 
 def _changed_values(entry: EntryData, first_seen: str, now: str) -> tuple[Any, ...]:

@@ -7,9 +7,11 @@ Nothing here writes.
 
 from __future__ import annotations
 
+import bisect
 import re
 import sqlite3
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -51,6 +53,34 @@ def from_iso(text: str | None) -> datetime | None:
     if not text:
         return None
     return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class OutletHealth:
+    """One outlet (a feed) as its page shows it: what it is and how its polls went (dates UTC)."""
+
+    name: str
+    title: str
+    url: str
+    site_link: str | None
+    status: str  # new, ok, not_modified or error
+    last_error: str | None
+    error_count: int
+    disabled: bool
+    active: bool  # False once the feed is no longer in feeds.yaml
+    last_fetched: datetime | None
+    last_ok: datetime | None
+    next_fetch: datetime | None
+    next_reason: str | None
+
+
+@dataclass(frozen=True)
+class DaySpan:
+    """A day of the site's time zone as the UTC instants [start, end) it covers."""
+
+    day: date
+    start: datetime
+    end: datetime
 
 
 class Queries:
@@ -169,13 +199,83 @@ class Queries:
     def integrity_ok(self) -> bool:
         return bool(self.conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok")
 
+    # -- outlets ------------------------------------------------------------------------------
+
+    def outlets(self) -> list[OutletHealth]:
+        """Every feed the database knows (removed ones too: their entries are still shown), by name."""
+        rows = self.conn.execute(
+            """SELECT name, url, COALESCE(title, feed_title, name) AS title, site_link, status, last_error,
+                      error_count, disabled, active, last_fetched, last_ok, next_fetch, next_reason
+               FROM feeds ORDER BY name"""
+        )
+        return [
+            OutletHealth(
+                name=row["name"],
+                title=row["title"],
+                url=row["url"],
+                site_link=row["site_link"],
+                status=row["status"],
+                last_error=row["last_error"],
+                error_count=int(row["error_count"] or 0),
+                disabled=bool(row["disabled"]),
+                active=bool(row["active"]),
+                last_fetched=from_iso(row["last_fetched"]),
+                last_ok=from_iso(row["last_ok"]),
+                next_fetch=from_iso(row["next_fetch"]),
+                next_reason=row["next_reason"],
+            )
+            for row in rows
+        ]
+
+    def feeds_changed_since(self, marker: ChangeMarker) -> set[str]:
+        """Names of the feeds with entries added or rewritten after `marker` (two index look-ups, no scan)."""
+        rows = self.conn.execute(
+            "SELECT f.name FROM feeds f WHERE f.id IN (SELECT feed_id FROM entries WHERE id > ? "
+            "UNION SELECT feed_id FROM entries WHERE rewritten_at > ?)",
+            (marker.last_id, marker.last_rewrite),
+        )
+        return {row["name"] for row in rows}
+
+    def entries_for_feed(self, feed: str, limit: int) -> list[Entry]:
+        """The `limit` newest entries of one feed, newest first."""
+        return self._entries("WHERE f.name = ?", (feed,), limit)
+
+    def entry_counts_by_day(
+        self, days: Sequence[DaySpan], feeds: Collection[str] | None = None
+    ) -> dict[str, dict[date, int]]:
+        """Entries published in each of `days` (contiguous, ascending), per feed name.
+
+        For every feed (None) one pass over the span's range of the published index; for a
+        few named feeds one query each, which reads only that feed's entries.
+        """
+        if not days:
+            return {}
+        bounds = [iso(span.start) for span in days] + [iso(days[-1].end)]
+        select = (
+            "SELECT f.name AS feed, e.published FROM entries e JOIN feeds f ON f.id = e.feed_id "
+            "WHERE e.published >= ? AND e.published < ?"
+        )
+        if feeds is None:
+            batches = [self.conn.execute(select, (bounds[0], bounds[-1]))]
+        else:
+            batches = [self.conn.execute(select + " AND f.name = ?", (bounds[0], bounds[-1], name)) for name in feeds]
+        counts: dict[str, dict[date, int]] = {}
+        for rows in batches:
+            for row in rows:
+                index = bisect.bisect_right(bounds, row["published"]) - 1
+                per_day = counts.setdefault(row["feed"], {})
+                per_day[days[index].day] = per_day.get(days[index].day, 0) + 1
+        return counts
+
     # -- stories ------------------------------------------------------------------------------
 
     def stories_between(self, start: datetime, end: datetime) -> list[Story]:
         """Stories first seen in [start, end), and entries not yet in a story as stories of one."""
         stories = self._stories("WHERE s.first_seen >= ? AND s.first_seen < ?", (iso(start), iso(end)))
+        # `+` keeps SQLite on the day's range of the published index: with the story_id index it
+        # would walk every unassigned entry, a whole archive's right after an upgrade.
         loose = self._entries(
-            "WHERE e.story_id IS NULL AND e.published >= ? AND e.published < ?", (iso(start), iso(end))
+            "WHERE +e.story_id IS NULL AND e.published >= ? AND e.published < ?", (iso(start), iso(end))
         )
         return stories + [_story_of_one(entry) for entry in loose]
 

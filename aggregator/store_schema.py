@@ -135,11 +135,98 @@ def _schema_v5(db: sqlite_utils.Database) -> None:
     db.execute("INSERT INTO entries_fts (entries_fts) VALUES ('rebuild')")
 
 
+# Views for people reading the database with Datasette or the sqlite3 shell: the entries with
+# their feed, tags and story in one row, the stories with their outlets, each feed's health.
+# Dates stay ISO 8601 UTC text (they sort); lists are joined with ", " in a stable order.
+# Like a migration, these texts never change once released: a better view is a new version.
+# SQLite checks views when a table is renamed, so a later migration that rebuilds a table
+# (sqlite-utils' transform) drops these views first and creates them again after.
+_ENTRIES_WITH_TAGS = """
+SELECT
+  e.id AS id,
+  e.published AS published,
+  f.name AS feed,
+  COALESCE(f.title, f.feed_title, f.name) AS feed_title,
+  e.title AS title,
+  e.link AS link,
+  e.author AS author,
+  (SELECT group_concat(path, ', ') FROM (
+     SELECT t.path AS path FROM entry_tags et JOIN tags t ON t.id = et.tag_id
+     WHERE et.entry_id = e.id ORDER BY t.path)) AS tags,
+  e.story_id AS story_id,
+  s.headline AS story_headline,
+  s.feeds AS story_outlets,
+  e.summary_text AS summary,
+  e.first_seen AS first_seen,
+  e.uid AS uid
+FROM entries e
+LEFT JOIN feeds f ON f.id = e.feed_id  -- LEFT (feed_id is never NULL) lets count(*) skip the join
+LEFT JOIN stories s ON s.id = e.story_id
+"""
+
+_STORIES_WITH_OUTLETS = """
+SELECT
+  s.id AS id,
+  s.headline AS headline,
+  s.first_seen AS first_seen,
+  s.last_seen AS last_seen,
+  s.feeds AS outlet_count,
+  s.size AS size,
+  (SELECT group_concat(name, ', ') FROM (
+     SELECT f.name AS name FROM entries e JOIN feeds f ON f.id = e.feed_id
+     WHERE e.story_id = s.id GROUP BY f.id ORDER BY min(e.published), f.name)) AS outlets,
+  (SELECT group_concat(path, ', ') FROM (
+     SELECT DISTINCT t.path AS path FROM entries e
+     JOIN entry_tags et ON et.entry_id = e.id JOIN tags t ON t.id = et.tag_id
+     WHERE e.story_id = s.id ORDER BY t.path)) AS tags,
+  (SELECT e.link FROM entries e WHERE e.story_id = s.id ORDER BY e.published, e.id LIMIT 1) AS link,
+  s.uid AS uid
+FROM stories s
+"""
+
+_FEED_HEALTH = """
+SELECT
+  f.name AS name,
+  COALESCE(f.title, f.feed_title, f.name) AS title,
+  f.url AS url,
+  CASE WHEN f.disabled THEN 'disabled' ELSE f.status END AS status,
+  f.last_error AS last_error,
+  f.error_count AS errors_in_a_row,
+  f.last_fetched AS last_fetched,
+  f.last_ok AS last_ok,
+  f.next_fetch AS next_fetch,
+  f.next_reason AS next_fetch_reason,
+  (SELECT count(*) FROM entries e WHERE e.feed_id = f.id) AS entries,
+  (SELECT count(*) FROM entries e WHERE e.feed_id = f.id
+     AND e.published >= strftime('%Y-%m-%dT%H:%M:%SZ', 'now', '-7 days')) AS entries_last_7_days,
+  (SELECT max(e.published) FROM entries e WHERE e.feed_id = f.id) AS latest_entry,
+  f.active AS in_config
+FROM feeds f
+"""
+
+VIEWS = {
+    "entries_with_tags": _ENTRIES_WITH_TAGS,
+    "stories_with_outlets": _STORIES_WITH_OUTLETS,
+    "feed_health": _FEED_HEALTH,
+}
+
+
+def _schema_v6(db: sqlite_utils.Database) -> None:
+    """Readable views for Datasette and the sqlite3 shell; an index so a feed's newest entry is one look-up.
+
+    Safe to run again: each view is replaced, the index kept.
+    """
+    db.table("entries").create_index(["feed_id", "published"], if_not_exists=True)
+    for name, sql in VIEWS.items():
+        db.create_view(name, sql.strip(), replace=True)
+
+
 MIGRATIONS: dict[int, Callable[[sqlite_utils.Database], None]] = {
     1: _schema_v1,
     2: _schema_v2,
     3: _schema_v3,
     4: _schema_v4,
     5: _schema_v5,
+    6: _schema_v6,
 }
 SCHEMA_VERSION = max(MIGRATIONS)

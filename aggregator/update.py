@@ -4,6 +4,8 @@ Fetching is asynchronous and concurrent (global and per-host limits live in
 `fetch`); each feed's outcome is stored in its own transaction as soon as it is
 known. Errors are values here: an expected failure (network, HTTP, not a feed)
 becomes that feed's `status: error` and `last_error`, and the batch goes on.
+With many feeds, parsing and story grouping run beside the event loop in the
+worker processes of `workers`.
 """
 
 from __future__ import annotations
@@ -11,26 +13,19 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-import multiprocessing
-import os
 from collections.abc import AsyncIterator, Callable, Sequence
-from concurrent.futures import Executor, ProcessPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
-from functools import lru_cache
-from typing import TYPE_CHECKING
 
 from aggregator.config import Settings
 from aggregator.errors import AggregatorError, FetchError, GoneError, HTTPStatusError, ParseError, StoreError
 from aggregator.fetch import Fetcher
-from aggregator.models import FeedConfig, FeedState, FetchResult, ParsedFeed, PollOutcome, TaggedEntry, TagRule
+from aggregator.models import FeedConfig, FeedState, FetchResult, PollOutcome, TaggedEntry
 from aggregator.schedule import max_age_from, next_poll
 from aggregator.store import Store
 from aggregator.stories import StoryIndex, assign_pending
-
-if TYPE_CHECKING:
-    from aggregator.tagging import Taxonomy
+from aggregator.workers import ParseArguments, ParsePool, ParseResult, StoryWorker, parse_and_tag
 
 log = logging.getLogger(__name__)
 
@@ -112,9 +107,15 @@ def update_feeds(
     names: Sequence[str] = (),
     on_result: Callable[[FeedResult], None] | None = None,
     clock: Callable[[], datetime] = utc_now,
+    on_grouping: Callable[[], None] | None = None,
 ) -> UpdateSummary:
-    """Poll the named feeds (all active ones when none are named) now, ignoring the schedule."""
-    return asyncio.run(update_feeds_async(settings, store, names, on_result, clock))
+    """Poll the named feeds (all active ones when none are named) now, ignoring the schedule.
+
+    `on_result` hears of each feed as it finishes; `on_grouping` once every feed is done and the
+    last new entries are being grouped into stories (with many feeds, most are grouped while
+    polling, in a worker process).
+    """
+    return asyncio.run(update_feeds_async(settings, store, names, on_result, clock, on_grouping))
 
 
 async def update_feeds_async(
@@ -123,76 +124,65 @@ async def update_feeds_async(
     names: Sequence[str] = (),
     on_result: Callable[[FeedResult], None] | None = None,
     clock: Callable[[], datetime] = utc_now,
+    on_grouping: Callable[[], None] | None = None,
 ) -> UpdateSummary:
     store.sync_feeds(settings.feeds)
     feeds = [settings.feed(name) for name in names] if names else list(settings.feeds)
     explicit = bool(names)
     results: list[FeedResult] = []
-    async with polling(settings, store, clock, feed_count=len(feeds)) as poller:
+    async with polling(settings, store, clock, feed_count=len(feeds), group_while_polling=True) as poller:
         tasks = [asyncio.ensure_future(poller.poll(feed, explicit)) for feed in feeds]
         for next_done in asyncio.as_completed(tasks):
             result = await next_done
             results.append(result)
             if on_result is not None:
                 on_result(result)
+        if on_grouping is not None:
+            on_grouping()
+        await poller.save_grouped()
         poller.assign_stories()
     order = {feed.name: index for index, feed in enumerate(feeds)}
     return UpdateSummary(tuple(sorted(results, key=lambda result: order[result.feed])))
 
 
-# Parsing is CPU work: with more than this many feeds in one run, it goes to worker processes.
-PARALLEL_PARSE_MIN_FEEDS = 8
-MAX_PARSE_WORKERS = 4
-
-
-def parse_and_tag(
-    body: bytes,
-    url: str,
-    headers: dict[str, str],
-    now: datetime,
-    feed_tags: tuple[str, ...],
-    tag_rules: tuple[TagRule, ...],
-) -> tuple[ParsedFeed, tuple[frozenset[str], ...]]:
-    """Parse one feed body and tag its entries: pure CPU work, run in a worker process when many feeds changed."""
-    from aggregator.parse import parse_feed
-
-    parsed = parse_feed(body, url, headers, now)
-    taxonomy = _taxonomy(tag_rules)
-    tags = tuple(taxonomy.tags_for(entry.title, entry.summary, entry.categories, feed_tags) for entry in parsed.entries)
-    return parsed, tags
-
-
-@lru_cache(maxsize=4)
-def _taxonomy(tag_rules: tuple[TagRule, ...]) -> Taxonomy:
-    from aggregator.tagging import Taxonomy
-
-    return Taxonomy.load(tag_rules)
-
-
-def _parse_pool(feed_count: int) -> Executor | None:
-    """Worker processes for parsing, when there are cores to use and enough feeds to share."""
-    workers = min(os.cpu_count() or 1, MAX_PARSE_WORKERS)
-    if workers < 2 or feed_count < PARALLEL_PARSE_MIN_FEEDS:
-        return None
-    # forkserver: workers start from a clean process with the parsing modules preloaded, not from
-    # a copy of this one with its threads, sockets and open database.
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["aggregator.parse", "aggregator.tagging"])
-    return ProcessPoolExecutor(max_workers=workers, mp_context=context)
-
-
 @asynccontextmanager
 async def polling(
-    settings: Settings, store: Store, clock: Callable[[], datetime] = utc_now, feed_count: int = 1
+    settings: Settings,
+    store: Store,
+    clock: Callable[[], datetime] = utc_now,
+    feed_count: int = 1,
+    group_while_polling: bool = False,
 ) -> AsyncIterator[Poller]:
-    """A Poller with its HTTP client (and, for many feeds, its parsing processes) open for the block."""
-    pool = _parse_pool(feed_count)
+    """A Poller with its HTTP client (and, for many feeds, its worker processes) open for the block.
+
+    With `group_while_polling` (one update of many feeds, not the daemon) new entries are grouped
+    into stories by a `StoryWorker` as they are stored; `Poller.save_grouped` waits for its work.
+    That needs every entry stored before to be in a story already (else the usual grouping,
+    which takes the waiting ones first, keeps the order).
+    """
+    pool = ParsePool.for_feeds(feed_count, settings.tag_rules)
+    if pool is not None and group_while_polling and _empty(store):
+        pool.start_now()  # a first update parses every feed
+    grouping = pool is not None and group_while_polling and _all_grouped(store)
+    story_worker = StoryWorker(store, clock) if grouping else None
     try:
         async with Fetcher(max_concurrency=settings.concurrency, per_host=settings.per_host) as fetcher:
-            yield Poller(settings, store, fetcher, clock, pool)
+            yield Poller(settings, store, fetcher, clock, pool, story_worker)
     finally:
+        if story_worker is not None:
+            story_worker.close()
         if pool is not None:
-            pool.shutdown(wait=True, cancel_futures=True)
+            pool.shutdown()
+
+
+def _empty(store: Store) -> bool:
+    """Whether the database holds no entry yet."""
+    return not store.recent_entries(1)
+
+
+def _all_grouped(store: Store) -> bool:
+    """Whether every stored entry is in a story."""
+    return not store.unassigned_items(1)
 
 
 class Poller:
@@ -204,13 +194,15 @@ class Poller:
         store: Store,
         fetcher: Fetcher,
         clock: Callable[[], datetime],
-        pool: Executor | None = None,
+        pool: ParsePool | None = None,
+        story_worker: StoryWorker | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
         self.fetcher = fetcher
         self.clock = clock
         self.pool = pool
+        self.story_worker = story_worker
         self.stories = StoryIndex()
         self._texts_checked = False
 
@@ -232,17 +224,27 @@ class Poller:
             log.error("could not group entries into stories (will retry): %s", error)
             return 0
 
+    async def save_grouped(self) -> None:
+        """Wait until the story worker (if there is one) has grouped and saved every new entry."""
+        if self.story_worker is not None:
+            await self.story_worker.finish()
+
     def reconfigure(self, settings: Settings) -> None:
         """Use a re-read config (and its tags) from the next poll on; the fetcher's limits stay."""
         self.settings = settings
 
-    async def _parse(
-        self, feed: FeedConfig, fetched: FetchResult, now: datetime
-    ) -> tuple[ParsedFeed, tuple[frozenset[str], ...]]:
-        arguments = (fetched.content, fetched.final_url, dict(fetched.headers), now, feed.tags, self.settings.tag_rules)
+    async def _parse(self, feed: FeedConfig, fetched: FetchResult, now: datetime) -> ParseResult:
+        arguments: ParseArguments = (
+            fetched.content,
+            fetched.final_url,
+            dict(fetched.headers),
+            now,
+            feed.tags,
+            self.settings.tag_rules,
+        )
         if self.pool is None:
             return parse_and_tag(*arguments)
-        return await asyncio.get_running_loop().run_in_executor(self.pool, parse_and_tag, *arguments)
+        return await self.pool.parse(arguments)
 
     async def poll(self, feed: FeedConfig, explicit: bool) -> FeedResult:
         try:
@@ -260,6 +262,8 @@ class Poller:
             counts = self.store.save_poll(outcome)
         except StoreError as error:
             return self._unstored(feed, error)
+        if self.story_worker is not None:
+            self.story_worker.add(counts.new_items)
         result = FeedResult(
             feed=feed.name,
             status=outcome.status,
@@ -374,11 +378,18 @@ class Poller:
         )
 
 
+# Recorded in the meta table once no entry lacks its plain text (every entry stored since has it),
+# so later runs skip the look-up, a scan of the whole entries table.
+TEXTS_FILLED_KEY = "entry_texts_filled"
+
+
 def fill_missing_texts(store: Store, batch: int = 1000, limit: int | None = None) -> int:
     """Give entries stored by an older version their plain text, so search and stories see them.
 
     Handles at most `limit` entries (all when None); returns how many it handled.
     """
+    if store.meta(TEXTS_FILLED_KEY):
+        return 0
     from aggregator.parse import plain_text
 
     done = 0
@@ -387,6 +398,11 @@ def fill_missing_texts(store: Store, batch: int = 1000, limit: int | None = None
         done += len(rows)
     if done:
         log.info("indexed the text of %d entries stored by an older version", done)
+    if limit is None or done < limit:
+        try:
+            store.set_meta(TEXTS_FILLED_KEY, "yes")
+        except StoreError as error:  # a read-only or busy database: the next run looks again
+            log.debug("could not record that every entry has its text: %s", error)
     return done
 
 

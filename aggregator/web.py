@@ -28,6 +28,7 @@ import sys
 import threading
 import urllib.parse
 from collections import OrderedDict
+from collections.abc import Sequence
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -66,6 +67,7 @@ CONTENT_TYPES = {
     ".md": "text/plain; charset=utf-8",
 }
 JSON_FEED_NAME = "feed.json"
+TAGS_FOLDER = "tags"
 JSON_FEED_TYPE = "application/feed+json"
 DEFAULT_TYPE = "application/octet-stream"
 _COMPRESSIBLE = {"application/atom+xml", "application/rss+xml", "application/json", JSON_FEED_TYPE, "application/xml"}
@@ -266,17 +268,17 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_error(HTTPStatus.NOT_FOUND)
             return
         with file:
-            self._send_file(file, file_path)
+            self._send_file(file, file_path, is_json_feed=_is_json_feed(segments))
 
     do_HEAD = do_GET  # noqa: N815 (the name http.server dispatches to)
 
-    def _send_file(self, file: BinaryIO, file_path: str) -> None:
+    def _send_file(self, file: BinaryIO, file_path: str, is_json_feed: bool = False) -> None:
         """Send one open file: the handle pins this version even if render renames a new one in."""
         info = os.fstat(file.fileno())
         if not stat.S_ISREG(info.st_mode):
             self.send_error(HTTPStatus.NOT_FOUND)
             return
-        content_type = _content_type(file_path)
+        content_type = JSON_FEED_TYPE if is_json_feed else _content_type(file_path)
         compress = (
             _is_text(content_type)
             and MIN_GZIP_BYTES < info.st_size <= MAX_GZIP_SOURCE_BYTES
@@ -422,10 +424,15 @@ def _locate(root: str, segments: list[str]) -> tuple[str, bool] | None:
     return target, is_directory
 
 
+def _is_json_feed(segments: Sequence[str]) -> bool:
+    """The merged JSON Feed and the tags' (`tags/<path>.json`), not any other .json file put there."""
+    if not segments or not segments[-1].endswith(".json"):
+        return False
+    return list(segments) == [JSON_FEED_NAME] or (len(segments) > 1 and segments[0] == TAGS_FOLDER)
+
+
 def _content_type(file_path: str) -> str:
     name = os.path.basename(file_path)
-    if name == JSON_FEED_NAME:
-        return JSON_FEED_TYPE
     known = CONTENT_TYPES.get(os.path.splitext(name)[1].lower())
     return known or mimetypes.guess_type(name)[0] or DEFAULT_TYPE
 

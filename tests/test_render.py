@@ -11,6 +11,7 @@ import re
 import subprocess
 import sys
 from collections import Counter
+from collections.abc import Collection, Sequence
 from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -31,6 +32,7 @@ from aggregator.render import (
     tag_feed_path,
     write_atomic,
 )
+from aggregator.store_queries import DaySpan, OutletHealth
 from tests.conftest import VALIDATOR
 
 ATOM_NS = "{http://www.w3.org/2005/Atom}"
@@ -40,10 +42,37 @@ IMG_TITLE = '<img src=x onerror="alert(2)"> Bitcoin & "ETFs"'
 
 
 class ListSource:
-    """An EntrySource over a list of entries, answering as the store promises to (a naive date is UTC)."""
+    """An EntrySource over a list of entries, answering as the store promises to (a naive date is UTC).
 
-    def __init__(self, entries: list[Entry]) -> None:
+    Its outlets are the given ones, else one healthy outlet per feed the entries come from.
+    """
+
+    def __init__(self, entries: list[Entry], outlets: list[OutletHealth] | None = None) -> None:
         self.entries = sorted(entries, key=lambda entry: as_utc(entry.published), reverse=True)
+        self._outlets = outlets
+
+    def outlets(self) -> list[OutletHealth]:
+        if self._outlets is not None:
+            return sorted(self._outlets, key=lambda outlet: outlet.name)
+        names = sorted({entry.feed for entry in self.entries})
+        return [healthy_outlet(name, [entry for entry in self.entries if entry.feed == name]) for name in names]
+
+    def entries_for_feed(self, feed: str, limit: int) -> list[Entry]:
+        return [entry for entry in self.entries if entry.feed == feed][:limit]
+
+    def feeds_changed_since(self, marker: ChangeMarker) -> set[str]:
+        return {entry.feed for entry in self.entries if entry.id > marker.last_id}
+
+    def entry_counts_by_day(
+        self, days: Sequence[DaySpan], feeds: Collection[str] | None = None
+    ) -> dict[str, dict[date, int]]:
+        counts: dict[str, dict[date, int]] = {}
+        for entry in self.entries:
+            for span in days:
+                if (feeds is None or entry.feed in feeds) and span.start <= as_utc(entry.published) < span.end:
+                    per_day = counts.setdefault(entry.feed, {})
+                    per_day[span.day] = per_day.get(span.day, 0) + 1
+        return counts
 
     def entries_between(self, start: datetime, end: datetime) -> list[Entry]:
         return [entry for entry in self.entries if start <= as_utc(entry.published) < end]
@@ -104,6 +133,26 @@ class ListSource:
         }
 
 
+def healthy_outlet(name: str, entries: Sequence[Entry] = (), **changes: object) -> OutletHealth:
+    polled = max((as_utc(entry.first_seen) for entry in entries), default=None)
+    outlet = OutletHealth(
+        name=name,
+        title=entries[0].feed_title if entries else name,
+        url=f"https://{name}.example/feed/",
+        site_link=entries[0].feed_link if entries else None,
+        status="ok",
+        last_error=None,
+        error_count=0,
+        disabled=False,
+        active=True,
+        last_fetched=polled,
+        last_ok=polled,
+        next_fetch=None,
+        next_reason=None,
+    )
+    return replace(outlet, **changes)  # type: ignore[arg-type]
+
+
 def make_entry(number: int, published: datetime, title: str = "", **changes: object) -> Entry:
     entry = Entry(
         id=number,
@@ -154,6 +203,11 @@ def sample_entries() -> list[Entry]:
     ]
 
 
+# What a full render of sample_entries() writes: 3 day pages, the index, the merged feed in 3 formats,
+# 8 tags' page and 3 feeds each, the archive, the tag index, the outlets index and 1 outlet page.
+EVERY_FILE = 3 + 1 + 3 + 8 * 4 + 3 + 1
+
+
 @pytest.fixture
 def rendered(tmp_path: Path) -> tuple[Path, RenderReport]:
     site = site_for(tmp_path)
@@ -193,12 +247,23 @@ def test_render_all_writes_every_output(rendered: tuple[Path, RenderReport]) -> 
         "tags/regulation/sec.atom",
         "tags/etf.atom",
         "tags/markets.atom",
+        "feed.rss",
+        "feed.json",
+        "tags/blockchain/binance.rss",
+        "tags/blockchain/binance.json",
+        "tags/blockchain/binance.html",
+        "archive.html",
+        "tags.html",
+        "outlets.html",
+        "outlets/cryptonews.html",
     ]
     for name in expected:
         assert (out / name).is_file(), name
     assert report.days == 3
     assert report.tags == 8
-    assert report.files_written == 3 + 2 + 8 * 2  # day pages, index, feed.atom, each tag's page and feed
+    assert report.outlets == 1
+    # day pages, index, the merged feed in 3 formats, each tag's page and 3 feeds, archive, tags, outlets, 1 outlet
+    assert report.files_written == EVERY_FILE
     assert not list(out.rglob(".*.tmp")), "temporary files left behind"
 
 
@@ -207,16 +272,17 @@ def test_rendering_again_rewrites_nothing(tmp_path: Path) -> None:
     render_all(ListSource(sample_entries()), site, NOW)
     again = render_all(ListSource(sample_entries()), site, NOW + timedelta(minutes=5))
     assert again.files_written == 0
-    assert again.files_unchanged == 2  # nothing changed: only index.html and feed.atom are looked at
+    # Nothing changed: only the index, the merged feeds, the archive and the tag and outlet indexes are looked at.
+    assert again.files_unchanged == 1 + 3 + 3
     everything = render_all(ListSource(sample_entries()), site, NOW + timedelta(minutes=5), full=True)
-    assert (everything.files_written, everything.files_unchanged) == (0, 3 + 2 + 8 * 2)
+    assert (everything.files_written, everything.files_unchanged) == (0, EVERY_FILE)
 
 
 def test_empty_source_gives_a_friendly_index_and_a_valid_feed(tmp_path: Path) -> None:
     site = site_for(tmp_path)
     report = render_all(ListSource([]), site, NOW)
     out = Path(site.output_dir)
-    assert report == RenderReport(files_written=2, files_unchanged=0, days=0, tags=0)
+    assert report == RenderReport(files_written=1 + 3 + 3, files_unchanged=0, days=0, tags=0)
     assert "No news yet" in (out / "index.html").read_text()
     validate(out / "feed.atom")
     parsed = feedparser.parse(str(out / "feed.atom"))
@@ -439,12 +505,12 @@ def test_day_navigation(rendered: tuple[Path, RenderReport]) -> None:
     assert middle.xpath("//a[@rel='prev']/@href")[0] == "2024-06-03.html"
     assert middle.xpath("//a[@rel='next']/@href")[0] == "2024-06-05.html"
     assert "../index.html" in middle.xpath("//a/@href")
-    assert middle.xpath("//link[@rel='alternate']/@href") == ["../feed.atom"]
+    assert middle.xpath("//link[@rel='alternate']/@href") == ["../feed.atom", "../feed.rss", "../feed.json"]
     assert middle.xpath("//meta[@name='viewport']")
     first = page(out / "digest" / "2024-06-03.html")
     assert not first.xpath("//a[@rel='prev']")
     index = page(out / "index.html")
-    assert index.xpath("//link[@rel='alternate']/@href") == ["feed.atom"]
+    assert index.xpath("//link[@rel='alternate']/@href") == ["feed.atom", "feed.rss", "feed.json"]
     assert index.xpath("//a[@rel='prev']/@href")[0] == "digest/2024-06-04.html"
     for href in middle.xpath("//a[@class='feed']/@href"):
         assert (out / "digest" / href).resolve().is_file(), href

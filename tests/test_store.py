@@ -223,6 +223,22 @@ def test_entries_in_no_story_yet_show_as_stories_of_one(store: Store) -> None:
     assert [s.id for s in store.recent_stories(5)] == [story.id]
 
 
+def test_a_poll_hands_over_its_new_entries_as_story_grouping_reads_them_back(store: Store) -> None:
+    tags = frozenset({"Security", "Blockchain", "Blockchain/Kraken"})
+    undated = EntryData(key="b", title="Undated", content_hash="h", text="A plain summary of the halt")
+    first = store.save_poll(
+        poll("alpha", entry("a", "Kraken halts withdrawals", NOW - timedelta(hours=2)), undated, tags=tags)
+    )
+    ahead = entry("c", "Dated ahead of the clock", NOW + timedelta(hours=3))  # stored as published now
+    second = store.save_poll(poll("beta", ahead))
+    again = store.save_poll(poll("beta", ahead))
+    assert again.new_items == () and again.new_ids == ()
+    handed_over = [*first.new_items, *second.new_items]
+    assert [item.id for item in handed_over] == [*first.new_ids, *second.new_ids]
+    assert handed_over == store.unassigned_items(10)
+    assert [item.published for item in handed_over] == [NOW - timedelta(hours=2), NOW, NOW]
+
+
 def test_a_joining_entry_marks_its_story_day_and_tags_as_changed(store: Store) -> None:
     tz = ZoneInfo("UTC")
     yesterday = NOW - timedelta(days=1)
@@ -292,9 +308,56 @@ def test_upgrading_a_version_4_database_indexes_old_entries(tmp_path: Path) -> N
         assert store.schema_version == SCHEMA_VERSION
         assert len(store.search("archived")) == 1
         assert store.search("rigs") == []
-        assert fill_missing_texts(store) == 1
+        assert fill_missing_texts(store, limit=1) == 1  # as the daemon does, a slice at a time
+        assert fill_missing_texts(store) == 0
         (hit,) = store.search("rigs")
         assert hit.entry.text == "About mining rigs"
+        # Once every entry has its text, later runs skip the look-up (a scan of every entry).
+        store.conn.execute("UPDATE entries SET summary_text = NULL")
+        assert fill_missing_texts(store) == 0
+
+
+def test_upgrading_a_version_5_database_adds_the_readable_views(tmp_path: Path) -> None:
+    import sqlite_utils
+
+    from aggregator.store_schema import MIGRATIONS, VIEWS
+
+    path = tmp_path / "v5.db"
+    conn = sqlite3.connect(path)
+    for version in range(1, 6):
+        MIGRATIONS[version](sqlite_utils.Database(conn))
+    conn.execute("PRAGMA user_version=5")
+    conn.execute(
+        "INSERT INTO feeds (id, name, url, config_url, status) VALUES (1, 'old', 'https://o.example/', 'x', 'ok')"
+    )
+    conn.execute(
+        "INSERT INTO stories (id, headline, first_entry_id, first_seen, feeds, size) "
+        "VALUES (7, 'An archived headline', 7, '2020-01-01T00:00:00Z', 1, 1)"
+    )
+    conn.execute(
+        "INSERT INTO entries (id, feed_id, key, uid, title, summary_text, published, updated, first_seen, story_id) "
+        "VALUES (7, 1, 'k', 'urn:x', 'An archived headline', 'About rigs', "
+        "'2020-01-01T00:00:00Z', '2020-01-01T00:00:00Z', '2020-01-01T00:00:00Z', 7)"
+    )
+    conn.execute("INSERT INTO tags (id, path) VALUES (1, 'Mining'), (2, 'Markets')")
+    conn.execute("INSERT INTO entry_tags (entry_id, tag_id) VALUES (7, 1), (7, 2)")
+    conn.commit()
+    conn.close()
+    with Store(path) as store:
+        assert store.schema_version == SCHEMA_VERSION
+        row = store.conn.execute("SELECT feed, title, tags, story_headline, summary FROM entries_with_tags").fetchone()
+        assert tuple(row) == ("old", "An archived headline", "Markets, Mining", "An archived headline", "About rigs")
+        story = store.conn.execute("SELECT headline, outlets, tags FROM stories_with_outlets").fetchone()
+        assert tuple(story) == ("An archived headline", "old", "Markets, Mining")
+        health = store.conn.execute("SELECT name, status, entries, latest_entry FROM feed_health").fetchone()
+        assert tuple(health) == ("old", "ok", 1, "2020-01-01T00:00:00Z")
+        schema_before = store.conn.execute("SELECT type, name, sql FROM sqlite_master ORDER BY name").fetchall()
+        with store.transaction():
+            MIGRATIONS[6](sqlite_utils.Database(store.conn))  # idempotent: running it again changes nothing
+        assert store.conn.execute("SELECT type, name, sql FROM sqlite_master ORDER BY name").fetchall() == schema_before
+        assert {name for (name,) in store.conn.execute("SELECT name FROM sqlite_master WHERE type = 'view'")} == set(
+            VIEWS
+        )
 
 
 def test_a_story_headline_is_its_first_reporters_even_when_stored_later(store: Store) -> None:

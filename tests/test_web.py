@@ -78,6 +78,7 @@ def root(tmp_path: Path) -> Path:
     (public / "feed.atom").write_bytes(ATOM)
     (public / "feed.json").write_bytes(JSON_FEED)
     (public / "tags" / "blockchain" / "binance.atom").write_bytes(ATOM)
+    (public / "tags" / "blockchain" / "binance.json").write_bytes(b"{}")
     (public / ".feed.atom.x1y2.tmp").write_bytes(b"half a feed")
     (public / "leak.yaml").symlink_to(tmp_path / "feeds.yaml")
     (public / "outside").symlink_to(tmp_path)
@@ -180,6 +181,7 @@ def test_small_files_are_not_gzipped(client: Client) -> None:
         ("/index.html", "text/html; charset=utf-8"),
         ("/digest/2024-06-05.html", "text/html; charset=utf-8"),
         ("/feed.json", "application/feed+json"),
+        ("/tags/blockchain/binance.json", "application/feed+json"),
     ],
 )
 def test_content_types(client: Client, path: str, content_type: str) -> None:

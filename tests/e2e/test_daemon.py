@@ -18,6 +18,7 @@ from tests.e2e.cli import run_cli
 from tests.e2e.daemon import DaemonProcess, wait_for
 from tests.feedgen import numbered_feed, rss
 from tests.feedserver import FeedServer
+from tests.smtpserver import SMTPServer
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -44,6 +45,10 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def polls(server: FeedServer, path: str) -> int:
+    return len(server.hits(path))
 
 
 def query(database: Path, sql: str) -> list[tuple[object, ...]]:
@@ -235,13 +240,26 @@ def test_run_once_does_one_cycle_and_exits(tmp_path: Path, feed_server: FeedServ
     assert (tmp_path / "data" / "public" / "index.html").exists()
 
 
-def test_json_logs(tmp_path: Path, feed_server: FeedServer) -> None:
+def test_logs_are_quiet_by_default_and_tell_each_poll_with_v(tmp_path: Path, feed_server: FeedServer) -> None:
     feed_server.add("/j.xml", numbered_feed("j", 1))
-    config = write_daemon_config(tmp_path, {"j": feed_server.url("/j.xml")})
-    result = run_cli("--log-format", "json", "run", "--once", config=config)
-    lines = [json.loads(line) for line in result.stderr.splitlines() if line.strip()]
-    assert any(line["message"].startswith("feed j: HTTP 200") for line in lines)
-    assert {"time", "level", "logger", "message"} <= set(lines[0])
+    feed_server.add("/broken.xml", b"oops", status=500)
+    config = write_daemon_config(tmp_path, {"j": feed_server.url("/j.xml"), "broken": feed_server.url("/broken.xml")})
+    quiet = run_cli("run", "--once", config=config)
+    assert quiet.returncode == 0 and "2 feeds: 1 ok" in quiet.stdout
+    lines = quiet.stderr.splitlines()
+    assert [line for line in lines if "WARNING" in line] == [
+        line for line in lines if line.endswith("feed broken failed: HTTP 500 Internal Server Error")
+    ] and len(lines) <= 3, lines
+    assert "feed j:" not in quiet.stderr and "rendered" not in quiet.stderr
+
+    feed_server.add("/j.xml", numbered_feed("j", 2))
+    verbose = run_cli("-v", "--log-format", "json", "run", "--once", config=config)
+    records = [json.loads(line) for line in verbose.stderr.splitlines() if line.strip()]
+    assert {"time", "level", "logger", "message"} <= set(records[0])
+    messages = [record["message"] for record in records]
+    assert any(message.startswith("feed j: HTTP 200, 1 new") for message in messages), messages
+    assert any(message.startswith("rendered ") for message in messages), messages
+    assert not [record for record in records if record["level"] == "debug"]
 
 
 def test_sigterm_while_a_poll_is_in_flight(tmp_path: Path, feed_server: FeedServer) -> None:
@@ -280,3 +298,41 @@ def test_reload_removes_feeds_and_applies_new_intervals(tmp_path: Path, feed_ser
     assert query(database, "SELECT count(*) FROM entries e JOIN feeds f ON f.id = e.feed_id WHERE f.name = 'drop'") == [
         (2,)
     ]
+
+
+def test_digest_email_is_retried_while_smtp_is_down_and_sent_once(tmp_path: Path, feed_server: FeedServer) -> None:
+    yesterday = datetime.now(UTC).date() - timedelta(days=1)
+    noon = datetime.combine(yesterday, datetime.min.time(), tzinfo=UTC) + timedelta(hours=12)
+    feed_server.add(
+        "/news.xml",
+        rss("News", [("n1", "Miners switch on a new data centre", noon), ("n2", "A token is listed", noon)]),
+    )
+    port = free_port()
+    email = (
+        f"email: {{host: 127.0.0.1, port: {port}, security: none, from: digest@news.example, to: me@example.com,"
+        ' time: "00:00", retries: 8, retry_delay: 300ms}'
+    )
+    config = write_daemon_config(tmp_path, {"news": feed_server.url("/news.xml")}, interval="1s", extra=email)
+    with DaemonProcess(config, "--no-serve") as daemon:  # no SMTP server yet: it must retry and keep polling
+        wait_for(lambda: "failed (try 2 of 9)" in daemon.log, 30, "two failed tries")
+        polled = polls(feed_server, "/news.xml")
+        wait_for(lambda: polls(feed_server, "/news.xml") >= polled + 2, 20, "polling to go on while SMTP is down")
+        with SMTPServer(port=port) as server:
+            server.wait_for(1, 60)
+            wait_for(lambda: "sent the digest email" in daemon.log, 10, "the sent line")
+            assert daemon.stop() == 0
+    (received,) = server.messages()
+    with DaemonProcess(config, "--no-serve") as restarted, SMTPServer(port=port) as again:
+        wait_for(lambda: "the next goes out at" in restarted.log, 30, "the email check after the restart")
+        assert restarted.stop() == 0
+    assert again.messages() == [], "the same day's digest was sent twice"
+    assert (
+        f"the digest email of {yesterday} failed (try 1 of 9): could not connect to the SMTP server "
+        f"127.0.0.1:{port}: connection refused; trying again in 0.3 s" in daemon.log
+    )
+    assert f"sent the digest email of {yesterday} (2 stories) to me@example.com" in daemon.log
+    assert f"the digest email of {yesterday} was sent; the next goes out at" in restarted.log
+    assert "Traceback" not in daemon.log + restarted.log
+    assert received.message["Subject"] == f"Daemon Test: {yesterday}"
+    text = received.message.get_body(("plain",))
+    assert text is not None and "Miners switch on a new data centre" in text.get_content()

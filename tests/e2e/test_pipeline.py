@@ -11,6 +11,7 @@ from pathlib import Path
 
 import feedparser
 import pytest
+from lxml import etree
 
 from tests.conftest import DATA, VALIDATOR
 from tests.e2e.cli import run_cli, write_config
@@ -87,6 +88,11 @@ def test_update_render_and_second_update(site: Path, feed_server: FeedServer) ->
     assert (public / "index.html").read_text(encoding="utf-8").count(AWARD_TITLE) == 1
     assert AWARD_TITLE in (public / "feed.atom").read_text(encoding="utf-8")
     assert AWARD_TITLE in (public / "tags" / "blockchain" / "binance.atom").read_text(encoding="utf-8")
+    # The sources as OPML, each feed once, the one that has been polled with its site's address.
+    sources = etree.fromstring((public / "opml.xml").read_bytes())
+    outlines = {outline.get("xmlUrl"): outline for outline in sources.iter("outline") if outline.get("xmlUrl")}
+    assert len(outlines) == 6
+    assert any(outline.get("htmlUrl") for outline in outlines.values())
 
     second = run_cli("update", config=config)
     assert second.returncode == 0, second.stderr

@@ -40,7 +40,7 @@ from aggregator.errors import ParseError
 from aggregator.models import Entry, SiteConfig
 from aggregator.parse import ALLOWED_ATTRIBUTES, ALLOWED_TAGS, parse_feed, sanitize_html
 from aggregator.render import atom_feed, digest_html, index_html, story_feed, tag_feed_path, tag_html
-from aggregator.update import PARALLEL_PARSE_MIN_FEEDS
+from aggregator.workers import PARALLEL_PARSE_MIN_FEEDS
 from tests.conftest import DATA, VALIDATOR
 from tests.feedgen import TOPICS
 from tests.feedserver import FeedServer
