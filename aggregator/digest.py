@@ -11,6 +11,7 @@ what happened: a hack, a lawsuit, an ETF before the coin it concerned).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import html
 import re
@@ -103,11 +104,15 @@ def rank_key(story: Story) -> tuple[int, float, int]:
     return (-len(story.feeds), -latest.timestamp(), -story.id)
 
 
-def digest_sections(stories: Sequence[Story], tz: ZoneInfo, *, root: str = "") -> list[DigestSection]:
+def digest_sections(
+    stories: Sequence[Story], tz: ZoneInfo, *, root: str = "", in_full: int | None = None
+) -> list[DigestSection]:
     """A day's stories as "Top stories" (2+ outlets), then one section per topic, each story once.
 
     Sections after the top stories are ordered by size, then by `SECTION_PRIORITY`,
-    "Other" last; `root` is the page's way back to the output directory.
+    "Other" last; `root` is the page's way back to the output directory. Only the first
+    `in_full` stories (in that order) get a full view; the rest, which a page lists one
+    line each, get `brief_view`, so a day of thousands of stories stays cheap.
     """
     ranked = sorted(stories, key=rank_key)
     top = [story for story in ranked if len(story.feeds) >= TOP_MIN_OUTLETS]
@@ -115,9 +120,19 @@ def digest_sections(stories: Sequence[Story], tz: ZoneInfo, *, root: str = "") -
     for story in ranked:
         if len(story.feeds) < TOP_MIN_OUTLETS:
             rest.setdefault(section_for(story.tags), []).append(story)
+    room = len(ranked) if in_full is None else in_full
+
+    def views(members: list[Story]) -> tuple[DigestStory, ...]:
+        nonlocal room
+        shown = [
+            view(story, tz, root) if index < room else brief_view(story, tz) for index, story in enumerate(members)
+        ]
+        room = max(room - len(members), 0)
+        return tuple(shown)
+
     sections = []
     if top:
-        sections.append(DigestSection(TOP_SECTION, "top", None, None, tuple(view(s, tz, root) for s in top)))
+        sections.append(DigestSection(TOP_SECTION, "top", None, None, views(top)))
 
     def order(name: str) -> tuple[bool, int, tuple[int, str]]:
         return (name == OTHER_SECTION, -len(rest[name]), section_rank(name))
@@ -130,7 +145,7 @@ def digest_sections(stories: Sequence[Story], tz: ZoneInfo, *, root: str = "") -
                 anchor=safe_segment(name),
                 tag_href=root + tag_page_path(name) if tagged else None,
                 feed_href=root + tag_feed_path(name) if tagged else None,
-                stories=tuple(view(story, tz, root) for story in rest[name]),
+                stories=views(rest[name]),
             )
         )
     return sections
@@ -157,6 +172,23 @@ def view(story: Story, tz: ZoneInfo, root: str = "") -> DigestStory:
     )
 
 
+def brief_view(story: Story, tz: ZoneInfo) -> DigestStory:
+    """A story as a one-line listing needs it: headline, link, first report, outlets, time; no summary or tags."""
+    first = story.entries[0]
+    local = as_utc(story.first_seen).astimezone(tz)
+    return DigestStory(
+        id=story.id,
+        headline=xml_text(story.headline or first.title).strip() or "(untitled)",
+        link=web_link(first.link),
+        summary="",
+        time=f"{local:%H:%M}",
+        first_seen=local.isoformat(timespec="minutes"),
+        reports=(_report(first, tz, first=True),),
+        outlets=len(story.feeds),
+        tags=(),
+    )
+
+
 def section_for(tags: Sequence[str]) -> str:
     """The one section (top-level tag) a story with these tags is listed under."""
     tops = {tag.split("/", 1)[0] for tag in tags if tag.split("/", 1)[0]}
@@ -176,7 +208,8 @@ def section_rank(name: str) -> tuple[int, str]:
 def leaf_tags(tags: Sequence[str]) -> tuple[str, ...]:
     """The most specific tags: `Blockchain` is dropped when `Blockchain/Binance` is there."""
     unique = sorted(set(tags))
-    return tuple(tag for tag in unique if not any(other.startswith(tag + "/") for other in unique))
+    parents = {tag[:cut] for tag in unique for cut in range(len(tag)) if tag[cut] == "/"}
+    return tuple(tag for tag in unique if tag not in parents)
 
 
 def plain_summary(entry: Entry, limit: int = SUMMARY_CHARS) -> str:
@@ -263,6 +296,7 @@ def safe_segment(segment: str) -> str:
     return "_" + hashlib.sha1(segment.encode("utf-8", "surrogatepass")).hexdigest()[:10]
 
 
+@functools.lru_cache(maxsize=4096)  # a day page asks for the same few dozen tags thousands of times
 def _tag_path(tag: str) -> str:
     segments = [segment for segment in tag.split("/") if segment.strip()] or [tag]
     return TAGS_DIR + "/" + "/".join(safe_segment(segment) for segment in segments)

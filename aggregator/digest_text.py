@@ -81,7 +81,9 @@ def day_digest(source: DaySource, site: SiteConfig, day: date) -> DayDigest:
     start, end = day_bounds(day, tz)
     stories = source.stories_between(start, end)
     base = site_base(site.site_url)
-    sections, more = _cap(digest_sections(stories, tz, root=base), site.digest_max_stories)
+    sections, more = _cap(
+        digest_sections(stories, tz, root=base, in_full=site.digest_max_stories), site.digest_max_stories
+    )
     return DayDigest(
         site_title=site.title,
         site_url=base,

@@ -564,7 +564,9 @@ def _digest_page(
     end = datetime.combine(day + timedelta(days=1), time(), tzinfo=tz).astimezone(UTC)
     stories = source.stories_between(start, end)
     root = "" if at_index else "../"
-    sections, more = _cap(digest_sections(stories, tz, root=root), site.digest_max_stories)
+    sections, more = _cap(
+        digest_sections(stories, tz, root=root, in_full=site.digest_max_stories), site.digest_max_stories
+    )
     entry_count = sum(len(story.entries) for story in stories)
     page = _render_page(
         env or template_environment(site.templates_dir),

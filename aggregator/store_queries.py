@@ -52,7 +52,9 @@ def iso(moment: datetime) -> str:
 def from_iso(text: str | None) -> datetime | None:
     if not text:
         return None
-    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+    # fromisoformat reads the trailing Z (Python 3.11+) and is some ten times faster than strptime,
+    # which counts when a day page reads a thousand entries.
+    return datetime.fromisoformat(text)
 
 
 @dataclass(frozen=True)

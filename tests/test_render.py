@@ -22,7 +22,7 @@ import lxml.etree
 import lxml.html
 import pytest
 
-from aggregator.digest import as_utc
+from aggregator.digest import as_utc, digest_sections, leaf_tags
 from aggregator.models import ChangeMarker, Entry, SiteConfig, Story
 from aggregator.render import (
     RenderReport,
@@ -666,3 +666,19 @@ def test_digest_shows_the_best_stories_in_full_and_lists_the_rest(tmp_path: Path
     assert len(day.xpath("//li[contains(@class, 'story')]")) == 2
     more = [li.text_content() for li in day.xpath("//section[h2[@id='more']]//li")]
     assert len(more) == 2 and any("A miner buys new machines" in text for text in more)
+
+
+def test_leaf_tags_drop_only_real_parents() -> None:
+    tags = ["Blockchain", "Blockchain/Binance", "Blockchain-Weekly", "Regulation", "Regulation/SEC/Enforcement"]
+    assert leaf_tags(tags) == ("Blockchain-Weekly", "Blockchain/Binance", "Regulation/SEC/Enforcement")
+
+
+def test_only_the_stories_shown_in_full_get_a_full_view() -> None:
+    stories = ListSource(sample_entries()).stories()
+    full = digest_sections(stories, ZoneInfo("UTC"))
+    capped = digest_sections(stories, ZoneInfo("UTC"), in_full=2)
+    in_order = [story for section in capped for story in section.stories]
+    assert [story.id for story in in_order] == [story.id for section in full for story in section.stories]
+    assert in_order[:2] == [story for section in full for story in section.stories][:2]
+    for brief in in_order[2:]:
+        assert brief.summary == "" and brief.tags == () and len(brief.reports) == 1 and brief.reports[0].first
