@@ -26,7 +26,7 @@ from aggregator.errors import SearchQueryError, StoreError
 from aggregator.models import SearchHit, SiteConfig
 from aggregator.render import template_environment
 from aggregator.store import Store
-from aggregator.store_queries import MATCH_END, MATCH_START
+from aggregator.store_fts import MATCH_END, MATCH_START
 
 log = logging.getLogger(__name__)
 

@@ -1,23 +1,40 @@
 #!/usr/bin/env python3
-"""Measure the project on a large archive (made by gen_archive.py): render, export, warm update, size.
+"""Measure the project on a large archive (made by gen_archive.py): render, export, warm update, size, search.
 
-Usage: archive_bench.py DIR [--port PORT]
-Each measurement runs the real CLI as a subprocess under /usr/bin/time -v (wall seconds, peak RSS).
-The warm update polls the archive's feeds against a loopback server that answers 304 to every
-request, on the archive database and on an empty one, so the two times can be compared.
+Usage: archive_bench.py DIR [--only search] [--passes N]
+Each measurement but search runs the real CLI as a subprocess under /usr/bin/time -v (wall
+seconds, peak RSS). The warm update polls the archive's feeds against a loopback server that
+answers 304 to every request, on the archive database and on an empty one, so the two times can
+be compared. Search times `Store.search` (limit 20) in this process, on the database opened
+read-only as `aggregator search` opens it, for 100 queries sampled from the archive's own titles
+(see search_queries); it needs only DIR/data/aggregator.db, so `--only search` works on a copy
+of an archive's database. To compare with another version of the package, run this script with
+PYTHONPATH pointing at that version's source.
 """
 
 from __future__ import annotations
 
 import argparse
+import random
 import re
 import shutil
+import sqlite3
+import statistics
 import subprocess
 import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+
+# The search queries (the same on every run of one archive): SEARCH_WORD_QUERIES of one to three
+# words drawn from the titles of every 997th entry, then the first SEARCH_TAGGED of them again with
+# each of SEARCH_TAGS as a filter: 100 in all.
+SEARCH_SEED = 7
+SEARCH_WORD_QUERIES = 60
+SEARCH_TAGGED = 20
+SEARCH_TAGS = ("Blockchain/Bitcoin", "Markets")
+SEARCH_SLOWEST = 5
 
 
 def timed(*command: str, cwd: Path) -> tuple[float, int, str]:
@@ -44,13 +61,70 @@ class NotModified(BaseHTTPRequestHandler):
         pass
 
 
+def search_queries(database: Path) -> list[tuple[str, str | None]]:
+    """(query, tag filter) pairs: words of the archive's titles, picked by a seeded generator."""
+    connection = sqlite3.connect(f"file:{database}?mode=ro", uri=True)
+    try:
+        titles = [row[0] for row in connection.execute("SELECT title FROM entries WHERE id % 997 = 0 LIMIT 300")]
+    finally:
+        connection.close()
+    words = [word for title in titles for word in re.findall(r"[A-Za-z]{4,}", title)]
+    pick = random.Random(SEARCH_SEED)
+    plain = [" ".join(pick.sample(words, pick.choice([1, 1, 2, 2, 3]))) for _ in range(SEARCH_WORD_QUERIES)]
+    tagged = [(query, tag) for tag in SEARCH_TAGS for query in plain[:SEARCH_TAGGED]]
+    return [(query, None) for query in plain] + tagged
+
+
+def search_rows(database: Path, passes: int) -> list[tuple[str, str]]:
+    """p50, p95 and max of `Store.search` over the sampled queries, once per pass, and the slowest queries."""
+    from aggregator.store import Store  # the checkout (or PYTHONPATH) being measured
+
+    queries = search_queries(database)
+    rows: list[tuple[str, str]] = []
+    slowest: list[tuple[float, str]] = []  # (seconds, query) of every pass
+    with Store(database, readonly=True) as store:
+        for number in range(1, passes + 1):
+            times: list[float] = []
+            for query, tag in queries:
+                started = time.perf_counter()
+                store.search(query, tag=tag, limit=20)
+                elapsed = time.perf_counter() - started
+                times.append(elapsed)
+                slowest.append((elapsed, query if tag is None else f"{query} (tag {tag})"))
+            times.sort()
+            p95 = times[max(0, int(len(times) * 0.95) - 1)]
+            rows.append(
+                (
+                    f"search, pass {number} ({len(times)} queries, Store.search, limit 20)",
+                    f"p50 {statistics.median(times) * 1000:.1f} ms, p95 {p95 * 1000:.1f} ms, "
+                    f"max {times[-1] * 1000:.1f} ms",
+                )
+            )
+    worst = {query: elapsed for elapsed, query in sorted(slowest)}  # each query's slowest pass
+    ranked = sorted(worst.items(), key=lambda item: item[1], reverse=True)[:SEARCH_SLOWEST]
+    listed = ", ".join(f"{query!r} {elapsed * 1000:.0f} ms" for query, elapsed in ranked)
+    rows.append(("search, slowest", listed))
+    return rows
+
+
+def print_table(rows: list[tuple[str, str]]) -> None:
+    print("| measurement | result |\n|---|---|")
+    for name, value in rows:
+        print(f"| {name} | {value} |")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("dir", type=Path)
+    parser.add_argument("--only", choices=["search"], help="run only this measurement")
+    parser.add_argument("--passes", type=int, default=3, help="times to run the search queries (default 3)")
     args = parser.parse_args()
     aggregator = shutil.which("aggregator") or str(Path(sys.executable).parent / "aggregator")
     directory = args.dir.resolve()
     database = directory / "data" / "aggregator.db"
+    if args.only == "search":
+        print_table(search_rows(database, args.passes))
+        return 0
     entries = int(
         subprocess.run(
             ["sqlite3", str(database), "select count(*) from entries"], capture_output=True, text=True
@@ -89,9 +163,8 @@ def main() -> int:
         rows.append((label, f"{wall:.2f} s, peak RSS {rss} MB ({out.strip()})"))
     server.shutdown()
 
-    print("| measurement | result |\n|---|---|")
-    for name, value in rows:
-        print(f"| {name} | {value} |")
+    rows.extend(search_rows(database, args.passes))
+    print_table(rows)
     return 0
 
 

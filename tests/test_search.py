@@ -8,14 +8,17 @@ from __future__ import annotations
 
 import gzip
 import http.client
+import sqlite3
 import urllib.parse
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from aggregator import store_queries
 from aggregator.errors import SearchQueryError
 from aggregator.models import EntryData, FeedConfig, PollOutcome, SearchHit, SiteConfig, TaggedEntry
 from aggregator.search_page import (
@@ -29,7 +32,16 @@ from aggregator.search_page import (
     tag_tree,
 )
 from aggregator.store import Store
-from aggregator.store_queries import MATCH_END, MATCH_START
+from aggregator.store_fts import (
+    MATCH_END,
+    MATCH_START,
+    IndexTotals,
+    document_count,
+    entry_size,
+    index_totals,
+    parse_query,
+    phrase_frequencies,
+)
 from aggregator.web import SECURITY_HEADERS, OutputServer
 
 NOW = datetime(2024, 5, 2, 12, 0, tzinfo=UTC)
@@ -136,6 +148,7 @@ def test_title_matches_rank_above_summary_only_matches(store: Store) -> None:
 def test_all_plain_words_must_appear(store: Store) -> None:
     assert keys(find(store, "binance dubai").hits) in (["office", "dubai"], ["dubai", "office"])
     assert find(store, "binance halving").hits == ()
+    assert find(store, "binance __").hits == find(store, "binance").hits  # "__" holds no word
 
 
 @pytest.mark.parametrize(
@@ -155,11 +168,153 @@ def test_fts_syntax_passes_through(store: Store) -> None:
 
 
 @pytest.mark.parametrize(
-    "query", ["AND OR", "NOT", "title:", "nosuchcolumn:binance", '"unbalanced', "NEAR(binance", "   ", "--"]
+    "query", ["AND OR", "NOT", "title:", "nosuchcolumn:binance", '"unbalanced', "NEAR(binance", "   ", "--", "__"]
 )
 def test_a_query_fts5_cannot_read_is_a_search_query_error(store: Store, query: str) -> None:
     with pytest.raises(SearchQueryError):
         find(store, query)
+
+
+# Entries for ranking: words repeated, long and short texts, accents, words with dots, a word in
+# both columns; with the fixture's entries, every query below has several matches to order.
+RANKED = (
+    Item("repeat", "Binance Binance Binance", "Binance said Binance would appeal the ruling.", 40),
+    Item("long", "Binance", "A long look at markets, " * 12 + "and at Binance's plans once.", 41),
+    Item("bank", "Société Générale opens a crypto desk", "The bank's unit SG-Forge issues a euro coin on Solana.", 42),
+    Item("dotted", "Crypto.com and crypto exchanges", "Crypto.com's app lists a coin; crypto stays volatile.", 43),
+    Item("miners", "Miners sell as difficulty climbs", "Hash rate rose and miners sold coins.", 44),
+    Item("adjustment", "Difficulty adjustment", "Miners, miners and more miners.", 45),
+    Item("societe", "Societe Generale and the euro", "SG-Forge's euro coin reaches a new exchange.", 46),
+)
+
+
+@pytest.fixture
+def ranked(database: Path) -> Iterator[Store]:
+    with Store(database) as writer:
+        writer.sync_feeds(
+            [
+                FeedConfig(name="alpha", url="https://alpha.example/feed"),
+                FeedConfig(name="beta", url="https://b.example/"),
+                FeedConfig(name="gamma", url="https://gamma.example/feed"),
+            ]
+        )
+        writer.save_poll(poll("gamma", RANKED))
+    with Store(database, readonly=True) as opened:
+        yield opened
+
+
+def fts5_ranks(store: Store, query: str) -> dict[int, float]:
+    """FTS5's own bm25 of every entry matching `query`, by entry id."""
+    rows = store.conn.execute(
+        "SELECT rowid, bm25(entries_fts, 5.0, 1.0) FROM entries_fts WHERE entries_fts MATCH ?",
+        (parse_query(query).match,),
+    )
+    return {int(entry_id): float(rank) for entry_id, rank in rows}
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "binance",
+        "binance exchange",
+        "Binance's",
+        "crypto.com",
+        "crypto.com crypto",  # two phrases on the same words: FTS5 highlights them as one match
+        "crypto crypto",  # a word typed twice is two phrases
+        "miners difficulty",
+        "societe",  # matches Société too
+        "Société Générale euro",
+        "SG-Forge",
+        "euro coin",
+    ],
+)
+def test_plain_words_rank_as_fts5s_bm25(ranked: Store, query: str) -> None:
+    # The database is far below DOCUMENT_COUNT_LIMIT, so every count is exact and the ranks are FTS5's.
+    expected = fts5_ranks(ranked, query)
+    hits = find(ranked, query, limit=50).hits
+    assert len(hits) == len(expected) >= 2
+    assert {hit.entry.id: hit.rank for hit in hits} == pytest.approx(expected, rel=1e-12)
+    assert [hit.rank for hit in hits] == pytest.approx(sorted(expected.values()), rel=1e-12)
+
+
+def test_fts5_syntax_is_ranked_by_fts5(ranked: Store) -> None:
+    hits = find(ranked, "binance OR miners", limit=50).hits
+    assert {hit.entry.id: hit.rank for hit in hits} == fts5_ranks(ranked, "binance OR miners")
+
+
+def test_common_words_have_their_counts_estimated_keeping_the_order(
+    ranked: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    exact = find(ranked, "binance", limit=50).hits
+    monkeypatch.setattr(store_queries, "DOCUMENT_COUNT_LIMIT", 2)
+    estimated = find(ranked, "binance", limit=50).hits
+    # One word: its document count scales every rank alike, so the order stays FTS5's.
+    assert keys(estimated) == keys(exact)
+    ratios = {round(new.rank / old.rank, 9) for new, old in zip(estimated, exact, strict=True)}
+    assert len(ratios) == 1 and ratios != {1.0}
+    assert set(keys(find(ranked, "binance appeal", limit=50).hits)) == {"repeat"}
+
+
+@pytest.mark.parametrize(
+    "filters",
+    [
+        {"feed": "beta"},
+        {"tag": "Blockchain/Binance"},
+        {"since": NOW - timedelta(hours=42)},
+        {"feed": "gamma", "since": NOW - timedelta(hours=44)},
+        {"tag": "Blockchain", "feed": "alpha"},
+    ],
+    ids=["feed", "tag", "since", "feed-since", "tag-feed"],
+)
+@pytest.mark.parametrize("query", ["binance", "binance OR miners OR crypto*"])
+def test_filters_keep_the_same_entries_checked_by_list_or_per_entry(
+    ranked: Store, monkeypatch: pytest.MonkeyPatch, filters: dict[str, Any], query: str
+) -> None:
+    by_list = find(ranked, query, limit=50, **filters).hits  # every filter here keeps few entries
+    monkeypatch.setattr(store_queries, "SELECTIVE_FILTER", 0)
+    per_entry = find(ranked, query, limit=50, **filters).hits
+    assert by_list and keys(by_list) == keys(per_entry)
+    assert [hit.rank for hit in by_list] == [hit.rank for hit in per_entry]
+    for hit in by_list:
+        assert hit.entry.feed == filters.get("feed", hit.entry.feed)
+        assert hit.entry.published >= filters.get("since", hit.entry.published)
+        if "tag" in filters:
+            assert filters["tag"] in hit.entry.tags
+
+
+def test_document_count_is_exact_up_to_the_limit_then_estimated() -> None:
+    totals = IndexTotals(rows=1_000_000, tokens=50_000_000)
+    assert document_count(7, 12, 1_000_000, totals, limit=20_000) == 7
+    assert document_count(20_000, 400_000, 1_000_000, totals, limit=20_000) == 20_000
+    # 20,001 matches among the newest 25,001 entries: 80 % of the index.
+    assert document_count(20_001, 975_000, 1_000_000, totals, limit=20_000) == pytest.approx(800_000, rel=1e-4)
+    # Never fewer than the matches seen nor more than the entries (deleted entries leave gaps in ids).
+    assert document_count(20_001, 1, 3_000_000, totals, limit=20_000) == 20_001
+    assert document_count(20_001, 999_990, 1_000_000, totals, limit=20_000) == 1_000_000
+
+
+def test_fts5_records_are_read_as_fts5_writes_them() -> None:
+    connection = sqlite3.connect(":memory:")
+    connection.execute("CREATE VIRTUAL TABLE t USING fts5(a, b)")
+    texts = [("word " * 3, "word " * 200), ("word " * 130, "word " * 20_000)]  # 1-, 2- and 3-byte varints
+    connection.executemany("INSERT INTO t (a, b) VALUES (?, ?)", texts)
+    connection.commit()  # FTS5 writes its averages record when the transaction ends
+    (averages,) = connection.execute("SELECT block FROM t_data WHERE id = 1").fetchone()
+    assert index_totals(averages) == IndexTotals(rows=2, tokens=3 + 200 + 130 + 20_000)
+    sizes = [entry_size(blob) for (blob,) in connection.execute("SELECT sz FROM t_docsize ORDER BY id")]
+    assert sizes == [203, 20_130]
+
+
+def test_phrase_frequencies_count_each_phrase_in_each_mark() -> None:
+    def marked(*parts: str) -> str:
+        return "".join(f"{MATCH_START}{part[1:]}{MATCH_END}" if part.startswith("=") else part for part in parts)
+
+    title = marked("=Crypto.com", " lists ", "=crypto", " coins")
+    summary = marked("The ", "=Société", " desk and ", "=Crypto.com's", " app")
+    phrases = [("crypto", "com"), ("crypto",), ("societe",), ("s",)]
+    # Title matches weigh 5, summary matches 1; "Crypto.com" is a match of both of its phrases.
+    assert phrase_frequencies((title, summary), phrases) == [5.0 + 1.0, 10.0 + 1.0, 1.0, 1.0]
+    assert phrase_frequencies((None, None), phrases) == [0.0] * 4
 
 
 def test_filters(store: Store) -> None:

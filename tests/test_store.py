@@ -382,3 +382,28 @@ def test_fts_syntax_queries_may_hold_words_with_dots_and_hyphens(store: Store) -
     assert {hit.entry.key for hit in store.search("Crypto.com OR Gemini")} == {"c", "g"}
     assert {hit.entry.key for hit in store.search("layer-2 NOT Gemini")} == {"c"}
     assert {hit.entry.key for hit in store.search('"lists a token" OR Crypto.com')} == {"c", "g"}
+
+
+def test_a_tags_recent_stories_come_from_its_own_entries_however_rare(store: Store) -> None:
+    # One old story about a rare tag, then many newer stories with another tag: the rare tag's
+    # story is still found, and each tag's list holds only its own stories, newest first.
+    old = store.save_poll(
+        poll("alpha", entry("old", "A rare event", NOW - timedelta(days=30)), tags=frozenset({"Rare"}))
+    )
+    store.save_story_assignments([(old.new_ids[0], old.new_ids[0])], NOW - timedelta(days=30))
+    common = []
+    for number in range(60):
+        saved = store.save_poll(
+            poll(
+                "beta",
+                entry(f"c{number}", f"Common {number}", NOW - timedelta(hours=60 - number)),
+                tags=frozenset({"Common"}),
+            )
+        )
+        (entry_id,) = saved.new_ids
+        store.save_story_assignments([(entry_id, entry_id)], NOW - timedelta(hours=60 - number))
+        common.append(entry_id)
+    assert [story.id for story in store.recent_stories(5, "Rare")] == [old.new_ids[0]]
+    assert [story.id for story in store.recent_stories(5, "Common")] == common[::-1][:5]
+    assert len(store.recent_stories(50, "Common")) == 50
+    assert store.recent_stories(5, "Unknown") == []

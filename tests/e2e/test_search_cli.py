@@ -106,6 +106,15 @@ def test_json_shape_and_ranking(config: Path) -> None:
     assert len(hits) == 3
     ranks = [hit["rank"] for hit in hits]
     assert all(isinstance(rank, float) for rank in ranks) and ranks == sorted(ranks)  # type: ignore[type-var]
+    # The rank is the bm25 score FTS5 itself gives (a title match weighing five times one in the summary).
+    with sqlite3.connect(config.parent / "data" / "aggregator.db") as conn:
+        bm25 = dict(
+            conn.execute(
+                "SELECT e.uid, bm25(entries_fts, 5.0, 1.0) FROM entries_fts JOIN entries e ON e.id = entries_fts.rowid "
+                "WHERE entries_fts MATCH '\"binance\"'"
+            ).fetchall()
+        )
+    assert ranks == pytest.approx([bm25[hit["id"]] for hit in hits], rel=1e-12)
     reserves = hits[-1]
     assert reserves["snippet"] == "Analysts said «Binance»'s reserves grew while Crypto.com trimmed its holdings."
     assert reserves["feed"] == "ledger" and reserves["published"] == "2024-05-01T10:00:00Z"
