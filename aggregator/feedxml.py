@@ -162,7 +162,8 @@ def _is_quiet_utf8(body: bytes, headers: Mapping[str, str]) -> bool:
 @lru_cache(maxsize=1024)
 def _urljoin(base: str, uri: str) -> str:
     """feedparser's URL join: extra slashes after "scheme://" dropped, "" when unjoinable."""
-    uri = _URI_FIXER_RE.sub(r"\1\3", uri)
+    if ":///" in uri:
+        uri = _URI_FIXER_RE.sub(r"\1\3", uri)
     try:
         return urljoin(base, uri)
     except ValueError:
@@ -432,7 +433,7 @@ class _Reader:
     def enter(self, element: Any) -> dict[str, str]:
         """An element's attributes as feedparser sees them, and its xml:base applied."""
         attrs: dict[str, str] = {}
-        for name, value in element.attrib.items():
+        for name, value in element.items():
             if name[0] == "{":
                 if name == _XML_BASE:
                     attrs["xml:base"] = value

@@ -440,6 +440,8 @@ def _author(raw: Mapping[str, Any]) -> str | None:
     longer than four letters, so the name is taken from the text here.
     """
     text = html_to_text(_text(raw, "author"))
+    if "@" not in text:  # both forms hold an address
+        return text or None
     for pattern in (_EMAIL_THEN_NAME_RE, _NAME_THEN_EMAIL_RE):
         match = pattern.fullmatch(text)
         if match:
@@ -499,6 +501,10 @@ def _excerpt(html_text: str, limit: int) -> str:
     return text[: cut if cut > 0 else limit].rstrip() + "…"
 
 
+# The content hash's serialization, as json.dumps(..., ensure_ascii=False) writes it.
+_HASH_JSON = json.JSONEncoder(ensure_ascii=False)
+
+
 def _content_hash(
     title: str,
     link: str | None,
@@ -510,7 +516,7 @@ def _content_hash(
 ) -> str:
     """A digest of everything a reader sees, so the store can skip unchanged entries."""
     fields = [title, link, author, summary, content, published.isoformat() if published else None]
-    payload = json.dumps([*fields, list(categories)], ensure_ascii=False)
+    payload = _HASH_JSON.encode([*fields, list(categories)])
     return hashlib.sha256(payload.encode("utf-8", "surrogatepass")).hexdigest()
 
 

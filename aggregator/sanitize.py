@@ -10,7 +10,6 @@ from __future__ import annotations
 import html
 import re
 from collections.abc import Mapping
-from functools import lru_cache
 from urllib.parse import urlsplit
 
 import nh3
@@ -52,6 +51,8 @@ ALLOWED_ATTRIBUTES: Mapping[str, frozenset[str]] = {
 }
 URL_SCHEMES = frozenset({"http", "https", "mailto"})
 LINK_REL = "noopener noreferrer nofollow"
+# Cleaners kept for bases whose HTML had relative URLs (one per feed or per item link).
+MAX_BASE_CLEANERS = 256
 
 _SKIP_CONTENT_RE = re.compile(r"<(script|style|template)\b.*?</\1\s*>|<!--.*?-->", re.S | re.I)
 _BLOCK_TAG_RE = re.compile(
@@ -61,13 +62,16 @@ _BLOCK_TAG_RE = re.compile(
 )
 # Only "<" followed by a letter, "/", "!" or "?" starts a tag, so "BTC < $20k" survives.
 _TAG_RE = re.compile(r"</?[A-Za-z][^>]*>|<[!?][^>]*>")
-_SPACE_RE = re.compile(r"\s+")
 # Inside a tag only: nh3 writes every "<" of text as &lt;, so "<" always starts a tag.
 _BLANK_CITE_RE = re.compile(r'(<[a-z]+\b[^<>]*?) cite="\s*"')
 # XML 1.0 forbids these characters even as character references; nh3 and html.unescape can still
 # produce some of them from HTML in a feed, and one of them would make an output feed unreadable.
 _NOT_XML_CHARS_RE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
 _SURROGATES_RE = re.compile("[\ud800-\udfff]")
+# An href or src value in nh3's output that does not start with a scheme: a relative URL, the
+# only kind a base rewrites (nh3 writes every attribute as name="value"). Text that merely looks
+# like one costs a second cleaning, nothing more.
+_RELATIVE_URL_RE = re.compile(r'="(?:(?<=href=")|(?<=src="))(?![A-Za-z][A-Za-z0-9+.\-]*:)')
 _ASCII_NOT_XML = bytes(sorted(set(range(0x20)) - {0x09, 0x0A, 0x0D}))
 
 
@@ -84,7 +88,7 @@ def sanitize_html(html_text: str, base_url: str | None) -> str:
     # nh3 cannot take lone surrogates; like an HTML parser, read them as U+FFFD.
     if not html_text.isascii():
         html_text = _SURROGATES_RE.sub("\ufffd", html_text)
-    cleaned = _cleaner(_usable_base(base_url)).clean(html_text).strip()
+    cleaned = _clean(html_text, _usable_base(base_url)).strip()
     if ' cite="' in cleaned:
         # nh3 resolves an empty href or src against the base but leaves an empty cite as it was,
         # a relative URL; an empty cite says nothing, so it goes.
@@ -114,13 +118,31 @@ def html_to_text(html_text: str) -> str:
         text = html.unescape(text)
         if "<" in text:  # markup that was escaped twice surfaces only now
             text = _TAG_RE.sub("", text)
-    return _SPACE_RE.sub(" ", _NOT_XML_CHARS_RE.sub(" ", text)).strip()
+    return " ".join(_NOT_XML_CHARS_RE.sub(" ", text).split())
 
 
-@lru_cache(maxsize=256)
-def _cleaner(base_url: str | None) -> nh3.Cleaner:
-    """One reusable nh3 cleaner per base URL; a feed's contents nearly always share one."""
-    relative: nh3.UrlRelative = ("rewrite_with_base", base_url) if base_url else "pass_through"
+def _clean(html_text: str, base_url: str | None) -> str:
+    """nh3's cleaning of `html_text`, with relative href and src values resolved against `base_url`.
+
+    A base changes nothing but relative href and src values, and building a cleaner for one
+    costs as much as cleaning a summary. RSS gives every item a base of its own (its link),
+    while most feeds write absolute URLs only, so a fragment is cleaned without a base first,
+    and again with a cleaner for its base only if the result holds a relative URL. A base that
+    needed its own cleaner keeps it (a feed with relative URLs has them throughout).
+    """
+    if base_url is None:
+        return _PASS_THROUGH.clean(html_text)
+    cleaner = _base_cleaners.get(base_url)
+    if cleaner is None:
+        cleaned = _PASS_THROUGH.clean(html_text)
+        if _RELATIVE_URL_RE.search(cleaned) is None:
+            return cleaned
+        cleaner = _cleaner_for(base_url)
+    return cleaner.clean(html_text)
+
+
+def _new_cleaner(relative: nh3.UrlRelative) -> nh3.Cleaner:
+    """A cleaner with the policy above, treating relative URLs as `relative` says."""
     return nh3.Cleaner(
         tags=ALLOWED_TAGS,
         clean_content_tags=CLEAN_CONTENT_TAGS,
@@ -129,6 +151,20 @@ def _cleaner(base_url: str | None) -> nh3.Cleaner:
         url_schemes=URL_SCHEMES,
         url_relative=relative,
     )
+
+
+_PASS_THROUGH = _new_cleaner("pass_through")
+_base_cleaners: dict[str, nh3.Cleaner] = {}
+
+
+def _cleaner_for(base_url: str) -> nh3.Cleaner:
+    """The cleaner that resolves against `base_url`, built once (all are dropped when there are too many)."""
+    cleaner = _base_cleaners.get(base_url)
+    if cleaner is None:
+        if len(_base_cleaners) >= MAX_BASE_CLEANERS:
+            _base_cleaners.clear()
+        cleaner = _base_cleaners[base_url] = _new_cleaner(("rewrite_with_base", base_url))
+    return cleaner
 
 
 def _usable_base(base_url: str | None) -> str | None:

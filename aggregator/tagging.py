@@ -34,7 +34,7 @@ import html
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from importlib import resources
 from typing import Any
 
@@ -185,8 +185,13 @@ def rollup(tags: Iterable[str]) -> frozenset[str]:
     """Return the tags with every parent path added: "A/B/C" -> {"A", "A/B", "A/B/C"}."""
     rolled: set[str] = set()
     for tag in tags:
-        segments = tag.split("/")
-        rolled.update("/".join(segments[: depth + 1]) for depth in range(len(segments)))
+        # Up the path, until a tag that is in already (and so are its parents) or the root.
+        while tag not in rolled:
+            rolled.add(tag)
+            parent_end = tag.rfind("/")
+            if parent_end < 0:
+                break
+            tag = tag[:parent_end]
     return frozenset(rolled)
 
 
@@ -237,10 +242,14 @@ def _string_list(value: object, key: str) -> tuple[str, ...]:
     return tuple(item.strip() for item in value)
 
 
+# libyaml's safe loader where PyYAML has it: ten times faster than the pure-Python one.
+_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
 @lru_cache(maxsize=1)
 def _builtin_rules() -> tuple[TagRule, ...]:
     text = resources.files("aggregator").joinpath(TAXONOMY_RESOURCE).read_text(encoding="utf-8")
-    data = yaml.safe_load(text)
+    data = yaml.load(text, Loader=_YAML_LOADER)
     if not isinstance(data, dict):
         raise ValueError(f"aggregator/{TAXONOMY_RESOURCE}: expected a mapping of tag paths")
     return rules_from_mapping(data, where=TAXONOMY_RESOURCE)
@@ -376,7 +385,8 @@ class Taxonomy:
         summary = _plain_text(summary)
         categories = [html.unescape(label) if "&" in label else label for label in categories]
         found = _Matches()
-        found.paths.update(self._canonical_path(normalize_tag(tag)) for tag in feed_tags)
+        if feed_tags:
+            found.paths.update(self._canonical_path(normalize_tag(tag)) for tag in feed_tags)
         for label in categories:
             self._match_label(label, found)
         text = "\n".join((title, summary, *categories))
@@ -473,12 +483,10 @@ class Taxonomy:
         all_names = (*(name for rule in self._rules for name in rule.names), *CONTEXT_WORDS)
         word_pattern = _trie_pattern(all_names, fold=True)
         # Matching the lower-cased text is twice as fast as IGNORECASE; the latter is kept for
-        # the rare text whose length changes when lower-cased.
+        # the rare text whose length changes when lower-cased (see `_name_re_ignorecase`).
         self._name_re = re.compile(rf"(?<!\w)(?:{word_pattern})(?!\w)")
-        self._name_re_ignorecase = re.compile(rf"(?<!\w)(?:{word_pattern})(?!\w)", re.IGNORECASE)
         move_pattern = _trie_pattern(MOVE_KINDS, fold=True)
         self._move_re = re.compile(rf"(?<!\w)(?:{move_pattern})(?!\w)")
-        self._move_re_ignorecase = re.compile(rf"(?<!\w)(?:{move_pattern})(?!\w)", re.IGNORECASE)
         self._markets = MARKETS_TAG if MARKETS_TAG in self._paths else None
         symbols = _trie_pattern(tickers, fold=False)
         first_chars = "".join(sorted({re.escape(ticker[0]) for ticker in tickers}))
@@ -487,6 +495,16 @@ class Taxonomy:
             rf"(?:\$(?P<dollar>(?i:{symbols}))|(?P<caps>{symbols})(?P<pair>{'|'.join(_PAIR_QUOTES)})?)"
             r"(?!\w)(?![\-‐‑][Ee][Dd](?!\w))"  # OP-ED is not Optimism
         )
+
+    # Compiled on first use: a large pattern takes a few hundredths of a second to compile, and
+    # most processes never meet a text that needs it.
+    @cached_property
+    def _name_re_ignorecase(self) -> re.Pattern[str]:
+        return re.compile(self._name_re.pattern, re.IGNORECASE)
+
+    @cached_property
+    def _move_re_ignorecase(self) -> re.Pattern[str]:
+        return re.compile(self._move_re.pattern, re.IGNORECASE)
 
     def _match_label(self, label: str, found: _Matches) -> None:
         key = _label_key(label)
@@ -501,10 +519,13 @@ class Taxonomy:
         matches = self._name_re.finditer(lowered) if lowered else self._name_re_ignorecase.finditer(text)
         for match in matches:
             matched = match.group()
-            split = self._names.get(matched) or self._names.get(_name_key(matched))
+            split = self._names.get(matched)
             if split is None:
-                found.context_word = found.context_word or _name_key(matched) in self._context_words
-                continue
+                key = _name_key(matched)
+                split = self._names.get(key)
+                if split is None:  # a context word ("token"), not a name
+                    found.context_word = found.context_word or key in self._context_words
+                    continue
             plain_paths, context_meanings = split
             if plain_paths and matched in _EVERYDAY_PHRASES and _in_everyday_phrase(text, *match.span()):
                 continue  # "chainlink fence": even a name that needs no context has everyday uses

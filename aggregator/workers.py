@@ -70,8 +70,10 @@ def _taxonomy(tag_rules: tuple[TagRule, ...]) -> Taxonomy:
     return Taxonomy.load(tag_rules)
 
 
-def _start_parse_worker(tag_rules: tuple[TagRule, ...]) -> None:
-    """Build the taxonomy when a parse worker starts, before the first body arrives."""
+def warm_up(tag_rules: tuple[TagRule, ...]) -> None:
+    """Load the parser and build the taxonomy for `tag_rules` now, so that the first body waits for neither."""
+    import aggregator.parse  # noqa: F401  (and with it feedparser, lxml and nh3)
+
     _taxonomy(tag_rules)
 
 
@@ -80,13 +82,14 @@ def _nothing() -> None:
 
 
 def _worker_context() -> BaseContext:
-    """How worker processes start: from a clean process with the pipeline's modules preloaded.
+    """How worker processes start: from a clean process with the pipeline preloaded.
 
     forkserver, not fork: a worker must not start as a copy of the main process with its
-    threads, sockets and open database. The server imports the modules once for every worker.
+    threads, sockets and open database. The server imports the modules and builds the
+    built-in taxonomy (`worker_preload`) once for every worker.
     """
     context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["aggregator.workers", "aggregator.parse", "aggregator.tagging"])
+    context.set_forkserver_preload(["aggregator.worker_preload"])
     return context
 
 
@@ -98,7 +101,7 @@ class ParsePool:
         self._pool = ProcessPoolExecutor(
             max_workers=workers,
             mp_context=_worker_context(),
-            initializer=_start_parse_worker,
+            initializer=warm_up,
             initargs=(tag_rules,),
         )
         self._submitted = 0  # submissions that have returned

@@ -14,6 +14,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
+import nh3
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -21,7 +22,15 @@ from hypothesis import strategies as st
 from aggregator.errors import EmptyBodyError, NotAFeedError, ParseError
 from aggregator.models import EntryData, FeedHints, ParsedFeed
 from aggregator.parse import canonical_link, parse_feed
-from aggregator.sanitize import html_to_text, sanitize_html
+from aggregator.sanitize import (
+    ALLOWED_ATTRIBUTES,
+    ALLOWED_TAGS,
+    CLEAN_CONTENT_TAGS,
+    LINK_REL,
+    URL_SCHEMES,
+    html_to_text,
+    sanitize_html,
+)
 from tests.conftest import DATA
 
 CASES = DATA / "parse"
@@ -210,6 +219,44 @@ def test_sanitize_html_resolves_relative_urls_only_against_a_usable_base() -> No
     for base in (None, "", "not a url", "javascript:alert(1)//", "ftp://news.example/"):
         kept = sanitize_html(fragment, base)
         assert 'href="a/b"' in kept and 'src="/i.png"' in kept
+
+
+# Every form of URL value that resolves differently (or not at all) against a base.
+URL_VALUES = st.sampled_from(
+    [
+        *("", "a/b", "/x.png", "../up?q=1", "?q=2", "#top", "//cdn.example/x", "\\\\back.example/x"),
+        *(" /spaced", "\t//tab.example/", "&#47;encoded", "./", "http:same-scheme", "https:other"),
+        *("https://ok.example/x", "HTTP://Up.Example/Y", "mailto:desk@news.example", "javascript:alert(1)"),
+    ]
+)
+# Text that looks like an attribute to a quick search of the output, but is not one.
+URL_TEXT = st.sampled_from(["", "Read more", 'see href="rel" here', 'src="x"'])
+
+
+URL_ELEMENTS = st.sampled_from([("a", "href"), ("img", "src")])
+
+
+@given(
+    links=st.lists(st.tuples(URL_ELEMENTS, URL_VALUES, URL_TEXT), min_size=1, max_size=4),
+    scheme=st.sampled_from(["http", "https"]),
+    item=st.one_of(st.integers(0, 3), st.integers(4, 10**9)),
+)
+def test_sanitize_html_resolves_urls_as_a_cleaner_built_for_the_base_does(
+    links: list[tuple[tuple[str, str], str, str]], scheme: str, item: int
+) -> None:
+    # RSS gives each item its own base; sanitize_html avoids building a cleaner for every one,
+    # and must still write every URL as such a cleaner would.
+    base = f"{scheme}://news.example/{item}/item"
+    markup = "".join(f'<{tag} {attribute}="{value}">{text}' for (tag, attribute), value, text in links)
+    for_the_base = nh3.Cleaner(
+        tags=ALLOWED_TAGS,
+        clean_content_tags=CLEAN_CONTENT_TAGS,
+        attributes=ALLOWED_ATTRIBUTES,
+        link_rel=LINK_REL,
+        url_schemes=URL_SCHEMES,
+        url_relative=("rewrite_with_base", base),
+    )
+    assert sanitize_html(markup, base) == for_the_base.clean(markup).strip()
 
 
 # --- the real corpus -------------------------------------------------------------------------
