@@ -151,6 +151,22 @@ def digest_sections(
     return sections
 
 
+def capped_sections(
+    stories: Sequence[Story], tz: ZoneInfo, max_stories: int, *, root: str = ""
+) -> tuple[list[DigestSection], list[DigestStory]]:
+    """The day's sections with their first `max_stories` stories in full, and the rest apart, in order."""
+    kept: list[DigestSection] = []
+    more: list[DigestStory] = []
+    room = max_stories
+    for section in digest_sections(stories, tz, root=root, in_full=max_stories):
+        shown, rest = section.stories[: max(room, 0)], section.stories[max(room, 0) :]
+        if shown:
+            kept.append(DigestSection(section.name, section.anchor, section.tag_href, section.feed_href, shown))
+        more.extend(rest)
+        room -= len(shown)
+    return kept, more
+
+
 def view(story: Story, tz: ZoneInfo, root: str = "") -> DigestStory:
     """A story's view: the first report's headline and link, a summary, every report with its outlet."""
     first = story.entries[0]

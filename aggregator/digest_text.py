@@ -15,13 +15,13 @@ as it overrides the pages. This module knows nothing of SQL, SMTP or files.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, fields, is_dataclass, replace
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
-from aggregator.digest import DigestSection, DigestStory, digest_sections
+from aggregator.digest import DigestSection, DigestStory, capped_sections
 from aggregator.models import SiteConfig, Story
 from aggregator.render import EntrySource, digest_html, digest_path, template_environment
 
@@ -81,9 +81,7 @@ def day_digest(source: DaySource, site: SiteConfig, day: date) -> DayDigest:
     start, end = day_bounds(day, tz)
     stories = source.stories_between(start, end)
     base = site_base(site.site_url)
-    sections, more = _cap(
-        digest_sections(stories, tz, root=base, in_full=site.digest_max_stories), site.digest_max_stories
-    )
+    sections, more = capped_sections(stories, tz, site.digest_max_stories, root=base)
     return DayDigest(
         site_title=site.title,
         site_url=base,
@@ -215,17 +213,3 @@ def _safe_field(name: str, value: Any, text: Callable[[str], str], link: Callabl
 
 def _is_link(name: str) -> bool:
     return name in ("link", "href", "url") or name.endswith(("_link", "_href", "_url"))
-
-
-def _cap(sections: Sequence[DigestSection], max_stories: int) -> tuple[list[DigestSection], list[DigestStory]]:
-    """The first `max_stories` stories in full (top stories, then sections in order), the rest apart."""
-    kept: list[DigestSection] = []
-    more: list[DigestStory] = []
-    room = max_stories
-    for section in sections:
-        shown, rest = section.stories[: max(room, 0)], section.stories[max(room, 0) :]
-        if shown:
-            kept.append(replace(section, stories=shown))
-        more.extend(rest)
-        room -= len(shown)
-    return kept, more

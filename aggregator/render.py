@@ -34,8 +34,7 @@ import jinja2
 from aggregator import PROJECT_URL, __version__
 from aggregator.digest import (
     FEED_SUFFIXES,
-    DigestSection,
-    digest_sections,
+    capped_sections,
     outlet_page_path,
     plain_summary,
     section_for,
@@ -564,9 +563,7 @@ def _digest_page(
     end = datetime.combine(day + timedelta(days=1), time(), tzinfo=tz).astimezone(UTC)
     stories = source.stories_between(start, end)
     root = "" if at_index else "../"
-    sections, more = _cap(
-        digest_sections(stories, tz, root=root, in_full=site.digest_max_stories), site.digest_max_stories
-    )
+    sections, more = capped_sections(stories, tz, site.digest_max_stories, root=root)
     entry_count = sum(len(story.entries) for story in stories)
     page = _render_page(
         env or template_environment(site.templates_dir),
@@ -622,20 +619,6 @@ def _xml_feed(document: FeedDocument, template: str, env: jinja2.Environment) ->
         items=document.items,
     )
     return text.encode("utf-8")
-
-
-def _cap(sections: list[DigestSection], max_stories: int) -> tuple[list[DigestSection], list[Any]]:
-    """The first `max_stories` stories in full (top stories, then sections in order), the rest listed briefly."""
-    kept: list[DigestSection] = []
-    more: list[Any] = []
-    room = max_stories
-    for section in sections:
-        shown, rest = section.stories[: max(room, 0)], section.stories[max(room, 0) :]
-        if shown:
-            kept.append(DigestSection(section.name, section.anchor, section.tag_href, section.feed_href, shown))
-        more.extend(rest)
-        room -= len(shown)
-    return kept, more
 
 
 def _render_page(env: jinja2.Environment, template: str, site: SiteConfig, *, root: str, **values: Any) -> bytes:
