@@ -17,11 +17,11 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, fields, is_dataclass, replace
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import date, datetime
 from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
-from aggregator.digest import DigestSection, DigestStory, capped_sections
+from aggregator.digest import DigestSection, DigestStory, capped_sections, day_bounds
 from aggregator.models import SiteConfig, Story
 from aggregator.render import EntrySource, digest_html, digest_path, template_environment
 
@@ -116,13 +116,6 @@ def day_document(source: EntrySource, site: SiteConfig, day: date, output_format
     if output_format == "text":
         return plain_text(digest, site.templates_dir)
     raise ValueError(f"unknown digest format {output_format!r} (use one of {', '.join(FORMATS)})")
-
-
-def day_bounds(day: date, tz: ZoneInfo) -> tuple[datetime, datetime]:
-    """The day's start and end (exclusive) in UTC, for a day in the zone `tz`."""
-    start = datetime.combine(day, time(), tzinfo=tz).astimezone(UTC)
-    end = datetime.combine(day + timedelta(days=1), time(), tzinfo=tz).astimezone(UTC)
-    return start, end
 
 
 def markdown(digest: DayDigest, templates_dir: str | None = None) -> str:

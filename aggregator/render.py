@@ -24,7 +24,7 @@ import hashlib
 import logging
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any, Protocol
 from zoneinfo import ZoneInfo
@@ -35,6 +35,7 @@ from aggregator import PROJECT_URL, __version__
 from aggregator.digest import (
     FEED_SUFFIXES,
     capped_sections,
+    day_bounds,
     outlet_page_path,
     plain_summary,
     section_for,
@@ -559,9 +560,7 @@ def _digest_page(
 ) -> tuple[bytes, tuple[int, int]]:
     """A day's digest page and its (stories, reports), which the archive lists."""
     tz = ZoneInfo(site.timezone)
-    start = datetime.combine(day, time(), tzinfo=tz).astimezone(UTC)
-    end = datetime.combine(day + timedelta(days=1), time(), tzinfo=tz).astimezone(UTC)
-    stories = source.stories_between(start, end)
+    stories = source.stories_between(*day_bounds(day, tz))
     root = "" if at_index else "../"
     sections, more = capped_sections(stories, tz, site.digest_max_stories, root=root)
     entry_count = sum(len(story.entries) for story in stories)

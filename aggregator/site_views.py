@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from aggregator.digest import as_utc, outlet_page_path, tag_page_path, web_link, xml_text
+from aggregator.digest import as_utc, day_bounds, outlet_page_path, tag_page_path, web_link, xml_text
 from aggregator.models import Entry
 from aggregator.store_queries import DaySpan, OutletHealth
 
@@ -93,14 +93,7 @@ class TagRow:
 def health_days(today: date, tz: ZoneInfo, count: int = HEALTH_DAYS) -> list[DaySpan]:
     """The `count` days up to and including `today`, in `tz`, as UTC spans (DST-correct)."""
     first = today - timedelta(days=count - 1)
-    return [
-        DaySpan(
-            day,
-            datetime.combine(day, time(), tzinfo=tz).astimezone(UTC),
-            datetime.combine(day + timedelta(days=1), time(), tzinfo=tz).astimezone(UTC),
-        )
-        for day in (first + timedelta(days=offset) for offset in range(count))
-    ]
+    return [DaySpan(day, *day_bounds(day, tz)) for day in (first + timedelta(days=offset) for offset in range(count))]
 
 
 def outlet_view(
