@@ -38,7 +38,9 @@ CATCH_ALL_SECTION = "Blockchain"
 TAGS_DIR = "tags"
 OUTLETS_DIR = "outlets"
 #: The output feed formats, by file suffix: every feed is written in each.
-FEED_SUFFIXES = ("atom", "rss", "json")
+# Every feed is written in each of these formats: (file suffix, name shown to readers).
+FEED_FORMATS = (("atom", "Atom"), ("rss", "RSS"), ("json", "JSON Feed"))
+FEED_SUFFIXES = tuple(suffix for suffix, _label in FEED_FORMATS)
 
 # Characters XML 1.0 forbids: a stray control character from a feed would break a page or feed.
 XML_INVALID = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")

@@ -33,6 +33,7 @@ import jinja2
 
 from aggregator import PROJECT_URL, __version__
 from aggregator.digest import (
+    FEED_FORMATS,
     FEED_SUFFIXES,
     capped_sections,
     day_bounds,
@@ -48,7 +49,6 @@ from aggregator.digest import (
 from aggregator.models import ChangeMarker, Entry, SiteConfig, Story
 from aggregator.render_files import OutputWriter, RenderState, site_fingerprint, write_atomic
 from aggregator.site_views import (
-    FEED_FORMATS,
     OUTLET_RECENT_ENTRIES,
     archive_months,
     health_days,

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from aggregator.digest import as_utc, day_bounds, outlet_page_path, tag_page_path, web_link, xml_text
+from aggregator.digest import FEED_FORMATS, as_utc, day_bounds, outlet_page_path, tag_page_path, web_link, xml_text
 from aggregator.models import Entry
 from aggregator.store_queries import DaySpan, OutletHealth
 
@@ -20,7 +20,6 @@ from aggregator.store_queries import DaySpan, OutletHealth
 HEALTH_DAYS = 14
 #: How many of an outlet's newest entries its page lists.
 OUTLET_RECENT_ENTRIES = 30
-FEED_FORMATS = (("atom", "Atom"), ("rss", "RSS"), ("json", "JSON Feed"))
 
 
 @dataclass(frozen=True)
