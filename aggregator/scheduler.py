@@ -320,8 +320,14 @@ class Daemon:
                 self._start_polls_done.set()
 
     def _reschedule(self, feed: FeedConfig, result: FeedResult) -> None:
-        """Move the feed's job to the time the poll decided, plus jitter so feeds drift apart."""
+        """Move the feed's job to the time the poll decided, plus jitter so feeds drift apart.
+
+        A reload during the poll that changed or removed the feed has scheduled it already, by
+        its new settings; the poll's time, from the old ones, is then not used.
+        """
         if result.next_fetch is None or self._stop.is_set():
+            return
+        if next((current for current in self.settings.feeds if current.name == feed.name), None) != feed:
             return
         jitter = self.rng.uniform(0, min(self.settings.max_jitter_seconds, feed.interval_seconds * 0.1))
         with contextlib.suppress(LookupError):

@@ -41,6 +41,8 @@ __all__ = ["SCHEMA_VERSION", "Store", "entry_uid", "from_iso", "iso"]
 BUSY_TIMEOUT_MS = 10_000
 # SQLite allows 32766 host parameters; stay far below for IN (...) look-ups.
 LOOKUP_CHUNK = 500
+# The per-connection settings that limit writing (see `Store.write_limits`).
+WRITE_LIMITS = ("query_only", "max_page_count")
 # An entry whose body keeps changing (a view counter, a rotating ad) is rewritten at most this
 # often; a new title or link always applies at once.
 MIN_REWRITE_INTERVAL = timedelta(hours=1)
@@ -98,6 +100,17 @@ class Store(Queries):
 
     def close(self) -> None:
         self.conn.close()
+
+    def write_limits(self) -> tuple[str, ...]:
+        """This connection's limits on writing, as PRAGMA statements for another connection to keep.
+
+        A second connection to the database (`store_writer`'s) writes under the same limits: none
+        if the database is opened read-only or query-only, and no more pages than allowed.
+        """
+        return tuple(
+            f"PRAGMA {name}={int(self.conn.execute(f'PRAGMA {name}').fetchone()[0])}"
+            for name in WRITE_LIMITS
+        )
 
     def __enter__(self) -> Store:
         return self

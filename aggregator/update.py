@@ -24,6 +24,7 @@ from aggregator.fetch import Fetcher
 from aggregator.models import FeedConfig, FeedState, FetchResult, PollOutcome, TaggedEntry
 from aggregator.schedule import max_age_from, next_poll
 from aggregator.store import Store
+from aggregator.store_writer import StoreWriter
 from aggregator.stories import StoryIndex, assign_pending
 from aggregator.workers import ParseArguments, ParsePool, ParseResult, StoryWorker, parse_and_tag
 
@@ -164,15 +165,17 @@ async def polling(
     if pool is not None and group_while_polling and _empty(store):
         pool.start_now()  # a first update parses every feed
     grouping = pool is not None and group_while_polling and _all_grouped(store)
-    story_worker = StoryWorker(store, clock) if grouping else None
+    writer = StoreWriter(store)
+    story_worker = StoryWorker(store.path, writer.save_story_assignments, clock) if grouping else None
     try:
         async with Fetcher(max_concurrency=settings.concurrency, per_host=settings.per_host) as fetcher:
-            yield Poller(settings, store, fetcher, clock, pool, story_worker)
+            yield Poller(settings, store, writer, fetcher, clock, pool, story_worker)
     finally:
         if story_worker is not None:
             story_worker.close()
         if pool is not None:
             pool.shutdown()
+        writer.close()
 
 
 def _empty(store: Store) -> bool:
@@ -186,12 +189,16 @@ def _all_grouped(store: Store) -> bool:
 
 
 class Poller:
-    """Polls one feed at a time, for `update` and for the daemon; shares the fetcher, store and taxonomy."""
+    """Polls one feed at a time, for `update` and for the daemon; shares the fetcher, store and taxonomy.
+
+    It reads through `store` and writes through `writer`, beside the event loop.
+    """
 
     def __init__(
         self,
         settings: Settings,
         store: Store,
+        writer: StoreWriter,
         fetcher: Fetcher,
         clock: Callable[[], datetime],
         pool: ParsePool | None = None,
@@ -199,6 +206,7 @@ class Poller:
     ) -> None:
         self.settings = settings
         self.store = store
+        self.writer = writer
         self.fetcher = fetcher
         self.clock = clock
         self.pool = pool
@@ -259,7 +267,7 @@ class Poller:
             log.exception("internal error while polling feed %s", feed.name)
             outcome = self._error_outcome(feed, state, self.clock(), error, code=INTERNAL_ERROR_CODE)
         try:
-            counts = self.store.save_poll(outcome)
+            counts = await self.writer.save_poll(outcome)
         except StoreError as error:
             return self._unstored(feed, error)
         if self.story_worker is not None:

@@ -17,16 +17,16 @@ import logging
 import multiprocessing
 import os
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from datetime import datetime
 from functools import lru_cache
 from multiprocessing.context import BaseContext
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from aggregator.errors import StoreError
 from aggregator.models import ParsedFeed, StoryItem, TagRule
-from aggregator.store import Store
 from aggregator.stories import assign_in_worker, start_worker
 
 if TYPE_CHECKING:
@@ -162,8 +162,14 @@ class StoryWorker:
     lost: that lot's entries and all later ones stay in no story, for the usual grouping.
     """
 
-    def __init__(self, store: Store, clock: Callable[[], datetime]) -> None:
-        self.store = store
+    def __init__(
+        self,
+        database: Path,
+        save: Callable[[Sequence[tuple[int, int]], datetime], Awaitable[None]],
+        clock: Callable[[], datetime],
+    ) -> None:
+        self.database = database
+        self.save = save  # `Store.save_story_assignments`, made awaitable (see `store_writer`)
         self.clock = clock
         self.failed = False
         self.grouped = 0  # entries whose stories are saved
@@ -204,7 +210,7 @@ class StoryWorker:
                 max_workers=1,  # one process, so the lots are assigned in the order they came
                 mp_context=_worker_context(),
                 initializer=start_worker,
-                initargs=(str(self.store.path),),
+                initargs=(str(self.database),),
             )
         try:
             lot = self._pool.submit(assign_in_worker, self._lot)
@@ -230,7 +236,7 @@ class StoryWorker:
             self._fail(error)
             return
         try:
-            self.store.save_story_assignments(assignments, self.clock())
+            await self.save(assignments, self.clock())
         except StoreError as store_error:
             self.failed = True
             log.error("could not save the stories of new entries (will group them again): %s", store_error)
