@@ -69,7 +69,20 @@ def pass_context(command: Callable[Concatenate[Context, P], R]) -> Callable[P, R
     return _pass_context(command)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class Commands(click.Group):
+    """The command group; a reader that goes away (`head`, a closed pager) ends any command quietly."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except BrokenPipeError:
+            # Exit 0, as the reader has what it wanted (click would say 1); whatever is still
+            # buffered for stdout goes nowhere, so the final flush cannot fail again.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            raise click.exceptions.Exit(EXIT_OK) from None
+
+
+@click.group(cls=Commands, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--config",
     "config_path",
@@ -376,17 +389,12 @@ def export(context: Context, output_format: str, since: datetime | None, tag: st
                 raise click.BadParameter(str(error), param_hint="--tag") from None
         records = (_export_record(entry) for entry in store.iter_entries(_utc(since), tag=tag))
         _utf8_stdout()
-        try:
-            if output_format == "jsonl":
-                for record in records:
-                    sys.stdout.write(json.dumps(record, ensure_ascii=False) + "\n")
-            else:
-                _write_csv(records)
-            sys.stdout.flush()
-        except BrokenPipeError:
-            # The reader (`head`, a closed pager) has what it wanted: stop quietly with 0, not
-            # click's 1; what is still buffered goes nowhere.
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        if output_format == "jsonl":
+            for record in records:
+                sys.stdout.write(json.dumps(record, ensure_ascii=False) + "\n")
+        else:
+            _write_csv(records)
+        sys.stdout.flush()
 
 
 def _export_record(entry: Entry) -> dict[str, Any]:
@@ -566,8 +574,6 @@ def main() -> None:
     except AggregatorError as error:
         click.echo(f"error: {error}", err=True)
         sys.exit(EXIT_FAILURE)
-    except BrokenPipeError:
-        sys.exit(EXIT_OK)
     except OSError as error:
         # Our own house: an output folder that cannot be written, a full disk.
         where = f" {error.filename}" if error.filename else ""

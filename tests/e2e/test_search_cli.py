@@ -280,3 +280,23 @@ def test_serve_answers_search_escaping_what_feeds_sent(served: str) -> None:
     assert "Miners see <mark>difficulty</mark> climb as fees drop &lt;$1 &amp; &#34;pools&#34; cheer &lt;script" in body
     status, body = fetch(served + "?" + urllib.parse.urlencode({"q": "AND OR"}))
     assert status == 400 and "cannot read the search query" in body
+
+
+@pytest.mark.parametrize("command", [("search", "bitcoin"), ("feeds",), ("export",), ("tags",)])
+def test_a_reader_that_stops_reading_ends_the_command_quietly(config: Path, command: tuple[str, ...]) -> None:
+    env = {key: value for key, value in os.environ.items() if key != "AGGREGATOR_CONFIG"}
+    reader, writer = os.pipe()
+    os.close(reader)  # like `| head` that has already read what it wanted
+    try:
+        process = subprocess.run(
+            [sys.executable, "-m", "aggregator", "--config", str(config), *command],
+            stdout=writer,
+            stderr=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            text=True,
+            timeout=CLI_TIMEOUT_SECONDS,
+        )
+    finally:
+        os.close(writer)
+    assert (process.returncode, process.stderr) == (0, "")
