@@ -11,7 +11,7 @@ import pytest
 
 from aggregator.errors import StoreError
 from aggregator.models import EntryData, FeedConfig, PollOutcome, TaggedEntry, Validators
-from aggregator.store import SCHEMA_VERSION, Store, entry_uid
+from aggregator.store import PAGE_SIZE, SCHEMA_VERSION, Store, entry_uid
 
 NOW = datetime(2024, 3, 5, 12, 0, tzinfo=UTC)
 
@@ -407,3 +407,17 @@ def test_a_tags_recent_stories_come_from_its_own_entries_however_rare(store: Sto
     assert [story.id for story in store.recent_stories(5, "Common")] == common[::-1][:5]
     assert len(store.recent_stories(50, "Common")) == 50
     assert store.recent_stories(5, "Unknown") == []
+
+
+def test_a_new_database_has_large_pages_and_an_older_one_keeps_its_own(tmp_path: Path) -> None:
+    with Store(tmp_path / "new.db") as fresh:
+        assert fresh.conn.execute("PRAGMA page_size").fetchone()[0] == PAGE_SIZE
+    older = tmp_path / "older.db"
+    with sqlite3.connect(older) as conn:
+        conn.execute("PRAGMA page_size=4096")
+        conn.execute("CREATE TABLE early (x)")
+    with Store(older) as upgraded:
+        upgraded.sync_feeds([FeedConfig(name="alpha", url="https://alpha.example/feed")])
+        upgraded.save_poll(poll("alpha", entry("a")))
+        assert upgraded.conn.execute("PRAGMA page_size").fetchone()[0] == 4096
+        assert upgraded.count_entries() == 1 and upgraded.integrity_ok()
