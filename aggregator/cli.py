@@ -174,8 +174,7 @@ def complete_feed_names(ctx: click.Context, _param: click.Parameter, incomplete:
 @pass_context
 def update(context: Context, names: tuple[str, ...]) -> None:
     """Poll every feed (or the named ones) now, ignoring the schedule, and store new entries."""
-    from aggregator.progress import update_progress
-    from aggregator.update import update_feeds
+    from aggregator.workers import start_fork_server
 
     settings = context.settings
     known = {feed.name for feed in settings.feeds}
@@ -183,6 +182,11 @@ def update(context: Context, names: tuple[str, ...]) -> None:
         if name not in known:
             raise click.BadParameter(f"no feed named {name!r} in {settings.path}", param_hint="--feed")
     count = len(names) or len(settings.feeds)
+    start_fork_server(count)  # before the heavy imports below, so that both go on at once
+
+    from aggregator.progress import update_progress
+    from aggregator.update import update_feeds
+
     display = update_progress(count, sys.stderr, context.verbosity, context.log_format)
     with context.open_store() as store, display as progress:
         summary = update_feeds(

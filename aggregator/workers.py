@@ -27,7 +27,6 @@ from typing import TYPE_CHECKING
 
 from aggregator.errors import StoreError
 from aggregator.models import ParsedFeed, StoryItem, TagRule
-from aggregator.stories import assign_in_worker, start_worker
 
 if TYPE_CHECKING:
     from aggregator.tagging import Taxonomy
@@ -71,10 +70,39 @@ def _taxonomy(tag_rules: tuple[TagRule, ...]) -> Taxonomy:
 
 
 def warm_up(tag_rules: tuple[TagRule, ...]) -> None:
-    """Load the parser and build the taxonomy for `tag_rules` now, so that the first body waits for neither."""
+    """Set up a parse worker: load the parser and build the taxonomy for `tag_rules` now, so that
+    the first body waits for neither."""
     import aggregator.parse  # noqa: F401  (and with it feedparser, lxml and nh3)
 
+    _exit_with_parent()
     _taxonomy(tag_rules)
+
+
+def start_story_worker(database: str) -> None:
+    """Set up the story worker (`stories.start_worker`)."""
+    from aggregator.stories import start_worker
+
+    _exit_with_parent()
+    start_worker(database)
+
+
+def _exit_with_parent() -> None:
+    """End this worker process as soon as the process that started it is gone.
+
+    A pool's workers otherwise wait for work forever once their parent is killed (`kill -9`,
+    the OOM killer): the parent's end of their task queue is also held by themselves.
+    """
+    parent = multiprocessing.parent_process()
+    if parent is None or parent.sentinel is None:
+        return
+
+    def wait_for_the_parent() -> None:
+        from multiprocessing.connection import wait
+
+        wait([parent.sentinel])
+        os._exit(0)
+
+    threading.Thread(target=wait_for_the_parent, name="exit-with-parent", daemon=True).start()
 
 
 def _nothing() -> None:
@@ -91,6 +119,25 @@ def _worker_context() -> BaseContext:
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(["aggregator.worker_preload"])
     return context
+
+
+def parallel_workers(feed_count: int) -> int:
+    """How many parse workers an update of `feed_count` feeds uses; 0 when it parses in place."""
+    workers = min(os.cpu_count() or 1, MAX_PARSE_WORKERS)
+    return workers if workers >= 2 and feed_count >= PARALLEL_PARSE_MIN_FEEDS else 0
+
+
+def start_fork_server(feed_count: int) -> None:
+    """Start the fork server now if an update of `feed_count` feeds will use worker processes.
+
+    It takes a few tenths of a second to import the pipeline; started first thing, it does so
+    while the main process imports its own modules, and the first bodies find workers ready.
+    """
+    if parallel_workers(feed_count):
+        from multiprocessing import forkserver
+
+        _worker_context()
+        forkserver.ensure_running()
 
 
 class ParsePool:
@@ -110,10 +157,8 @@ class ParsePool:
     @classmethod
     def for_feeds(cls, feed_count: int, tag_rules: tuple[TagRule, ...]) -> ParsePool | None:
         """A pool when there are cores to use and enough feeds to share, else None (parse in place)."""
-        workers = min(os.cpu_count() or 1, MAX_PARSE_WORKERS)
-        if workers < 2 or feed_count < PARALLEL_PARSE_MIN_FEEDS:
-            return None
-        return cls(workers, tag_rules)
+        workers = parallel_workers(feed_count)
+        return cls(workers, tag_rules) if workers else None
 
     def start_now(self) -> None:
         """Start every worker now rather than with the first bodies, for when every feed will need parsing.
@@ -205,11 +250,13 @@ class StoryWorker:
     def _hand_over(self) -> None:
         if self.failed or not self._lot:
             return
+        from aggregator.stories import assign_in_worker
+
         if self._pool is None:
             self._pool = ProcessPoolExecutor(
                 max_workers=1,  # one process, so the lots are assigned in the order they came
                 mp_context=_worker_context(),
-                initializer=start_worker,
+                initializer=start_story_worker,
                 initargs=(str(self.database),),
             )
         try:

@@ -15,7 +15,8 @@ ALLOWED_OWN = {
     "errors": set(),
     "config": {"models", "config_model"},
     "config_model": {"models", "config"},
-    "fetch": {"models"},
+    "fetch": {"models", "fetch_pool"},
+    "fetch_pool": set(),
     "parse": {"models", "sanitize", "feedxml"},
     "sanitize": {"models"},
     "feedxml": {"models"},
@@ -41,7 +42,7 @@ ALLOWED_OWN = {
         "store_writer",
     },
     "workers": {"models", "parse", "tagging", "store", "stories"},
-    "worker_preload": {"workers"},
+    "worker_preload": {"workers", "stories"},
     "render": {"models", "store", "store_queries", "digest", "syndication", "site_views", "render_files"},
     "render_files": {"models"},
     "digest": {"models"},
@@ -60,7 +61,8 @@ ALLOWED_OWN = {
     "progress": {"update"},
 }
 LIBRARY_OWNER = {
-    "httpx": {"fetch"},
+    "httpx": {"fetch", "fetch_pool"},
+    "httpcore": {"fetch_pool"},
     "feedparser": {"parse"},
     "nh3": {"sanitize"},
     "lxml": {"feedxml", "opml"},

@@ -116,7 +116,7 @@ def refuse_to_start(database: str) -> None:
 def test_a_story_worker_that_fails_costs_nothing_but_time(
     many_feeds: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    monkeypatch.setattr(workers, "start_worker", refuse_to_start)  # the worker unpickles it from this module
+    monkeypatch.setattr(workers, "start_story_worker", refuse_to_start)  # the worker unpickles it from this module
     settings = load_settings(many_feeds)
     with Store(settings.database) as store:
         summary = update_feeds(settings, store)

@@ -127,6 +127,23 @@ def test_restart_resumes_the_stored_schedule(tmp_path: Path, feed_server: FeedSe
     assert len(feed_server.hits("/slow.xml")) == 1
 
 
+def descendants(pid: int) -> set[int]:
+    """The processes started by `pid`, and by them, as /proc lists them now (Linux)."""
+    parents: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # gone meanwhile
+            continue
+        parents[int(stat.parent.name)] = int(fields[1])
+    found: set[int] = set()
+    frontier = {pid}
+    while frontier:
+        frontier = {child for child, parent in parents.items() if parent in frontier} - found
+        found |= frontier
+    return found
+
+
 def test_kill_9_during_a_big_update_loses_nothing_stored(tmp_path: Path, feed_server: FeedServer) -> None:
     feeds = {}
     for index in range(40):
@@ -142,8 +159,10 @@ def test_kill_9_during_a_big_update_loses_nothing_stored(tmp_path: Path, feed_se
 
     with DaemonProcess(config, "--no-serve") as daemon:
         wait_for(lambda: stored() > 0, 30, "the first stored feed")
+        helpers = descendants(daemon.process.pid)  # its worker processes (and their fork server)
         daemon.process.kill()
         daemon.process.wait(timeout=10)
+    wait_for(lambda: not any(Path(f"/proc/{pid}").exists() for pid in helpers), 20, "its workers to exit too")
     before = {row[0] for row in query(database, "SELECT uid FROM entries")}
     with DaemonProcess(config, "--no-serve") as daemon:
         wait_for(lambda: stored() == 40 * 400, 60, "every entry after the restart")
