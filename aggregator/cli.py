@@ -182,7 +182,8 @@ def update(context: Context, names: tuple[str, ...]) -> None:
         if name not in known:
             raise click.BadParameter(f"no feed named {name!r} in {settings.path}", param_hint="--feed")
     count = len(names) or len(settings.feeds)
-    start_fork_server(count)  # before the heavy imports below, so that both go on at once
+    if not settings.database.exists():  # a first update parses every feed: have the workers ready early
+        start_fork_server(count)  # before the heavy imports below, so that both go on at once
 
     from aggregator.progress import update_progress
     from aggregator.update import update_feeds

@@ -21,7 +21,7 @@ from datetime import UTC, datetime, timedelta
 from aggregator.config import Settings
 from aggregator.errors import AggregatorError, FetchError, GoneError, HTTPStatusError, ParseError, StoreError
 from aggregator.fetch import Fetcher
-from aggregator.models import FeedConfig, FeedState, FetchResult, PollOutcome, TaggedEntry
+from aggregator.models import FeedConfig, FeedState, FetchResult, PollOutcome, StoreCounts, TaggedEntry
 from aggregator.schedule import max_age_from, next_poll
 from aggregator.store import Store
 from aggregator.store_writer import StoreWriter
@@ -191,7 +191,7 @@ def _all_grouped(store: Store) -> bool:
 class Poller:
     """Polls one feed at a time, for `update` and for the daemon; shares the fetcher, store and taxonomy.
 
-    It reads through `store` and writes through `writer`, beside the event loop.
+    It reads through `store` and stores polls with entries through `writer`, beside the event loop.
     """
 
     def __init__(
@@ -267,7 +267,7 @@ class Poller:
             log.exception("internal error while polling feed %s", feed.name)
             outcome = self._error_outcome(feed, state, self.clock(), error, code=INTERNAL_ERROR_CODE)
         try:
-            counts = await self.writer.save_poll(outcome)
+            counts = await self._save(outcome)
         except StoreError as error:
             return self._unstored(feed, error)
         if self.story_worker is not None:
@@ -287,6 +287,17 @@ class Poller:
         )
         _log_result(result)
         return result
+
+    async def _save(self, outcome: PollOutcome) -> StoreCounts:
+        """Store a poll: with entries on the writer thread, so the event loop goes on meanwhile.
+
+        A poll without entries (not modified, failed) is one small UPDATE: handing it to the
+        thread would cost more than doing it, and an update where every feed answers 304 is
+        made of little else.
+        """
+        if outcome.entries:
+            return await self.writer.save_poll(outcome)
+        return self.store.save_poll(outcome)
 
     def _unstored(self, feed: FeedConfig, error: StoreError) -> FeedResult:
         """The database refused this poll (locked, full, read-only): nothing was stored, so the

@@ -132,6 +132,7 @@ def start_fork_server(feed_count: int) -> None:
 
     It takes a few tenths of a second to import the pipeline; started first thing, it does so
     while the main process imports its own modules, and the first bodies find workers ready.
+    Only for an update that will parse many bodies: otherwise it would cost that time for nothing.
     """
     if parallel_workers(feed_count):
         from multiprocessing import forkserver
