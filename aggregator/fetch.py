@@ -12,7 +12,9 @@ most a little more than the cap so a gzip or brotli bomb never fills memory (and
 compressed bytes at twice the cap, so a stream that decodes to nothing cannot run
 on); refuse a compressed body whose stream stops before its end; turn 410, 429/503
 (with Retry-After) and every other failure into typed errors; keep a global and a
-per-host limit on simultaneous requests.
+per-host limit on simultaneous requests. Connections are kept open between requests
+(`aggregator.fetch_pool`), and the short body of a 304, a redirect or an error page is
+read to its end so that its connection can serve the next feed.
 
 What it does not do: parse the body, look at SQLite or the configuration, decide
 when to poll again or how to back off (it only reports Retry-After), or retry.
@@ -27,6 +29,8 @@ import math
 import re
 import socket
 import ssl
+import sys
+import urllib.request
 import zlib
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
@@ -35,8 +39,6 @@ from email.utils import parsedate_to_datetime
 from http import HTTPStatus
 from types import TracebackType
 from typing import Protocol
-
-import httpx
 
 import aggregator
 from aggregator.errors import (
@@ -51,6 +53,21 @@ from aggregator.errors import (
     TooManyRedirectsError,
 )
 from aggregator.models import FetchLimits, FetchResult, Validators
+
+# httpx/__init__.py imports httpx._main, its command-line client, which loads rich and
+# pygments when they are installed (rich is, for our progress bar): some 45 ms on every
+# start, for a client we never run. With None in sys.modules that import fails as Python
+# documents (ModuleNotFoundError), which httpx takes as its [cli] extra being absent.
+# Upstream, encode/httpx#3547 moves the import out of __init__.
+_HTTPX_CLI = "httpx._main"
+if "httpx" not in sys.modules:
+    sys.modules[_HTTPX_CLI] = None  # type: ignore[assignment]
+import httpx  # noqa: E402
+
+from aggregator.fetch_pool import KeepAlivePool  # noqa: E402
+
+if sys.modules.get(_HTTPX_CLI, httpx) is None:
+    del sys.modules[_HTTPX_CLI]  # so that `import httpx._main` works again, should anyone want it
 
 try:
     import brotli  # type: ignore[import-untyped]
@@ -73,6 +90,10 @@ RATE_LIMITED = frozenset({429, 503})
 # Compressed data is never much bigger than what it decodes to, so a body that sends more
 # than this many times the cap on the wire is refused, whatever it would decode to.
 MAX_WIRE_FACTOR = 2
+# A body we do not use (a 304's, a redirect's, an error page's) is still read to its end
+# when it is at most this long and arrives this fast, so its connection can be reused.
+MAX_UNWANTED_BODY = 64 * 1024
+UNWANTED_BODY_SECONDS = 1.0
 # A 206 was never asked for (we send no Range) and would be half a feed.
 EMPTY_OR_PARTIAL = {204: "empty response", 205: "empty response", 206: "partial response, not asked for"}
 
@@ -116,10 +137,12 @@ class Fetcher:
         # Created here, not in __init__, so they belong to the running event loop.
         self._all_hosts = asyncio.Semaphore(self.max_concurrency)
         self._hosts = {}
+        limits = httpx.Limits(max_connections=self.max_concurrency, max_keepalive_connections=self.max_concurrency)
         self._client = httpx.AsyncClient(
             headers={"User-Agent": self.user_agent, "Accept": ACCEPT, "Accept-Encoding": ACCEPT_ENCODING},
             follow_redirects=False,
-            limits=httpx.Limits(max_connections=self.max_concurrency, max_keepalive_connections=self.max_concurrency),
+            limits=limits,
+            transport=_direct_transport(limits),
         )
         return self
 
@@ -202,6 +225,16 @@ class Fetcher:
             raise InvalidURLError(f"invalid URL {str(url)!r}: {exc}") from exc
 
 
+def _direct_transport(limits: httpx.Limits) -> httpx.AsyncBaseTransport | None:
+    """Our lighter keep-alive pool, unless the environment names a proxy (None: httpx's own transport).
+
+    httpx reads the same variables (HTTP_PROXY, HTTPS_PROXY, ALL_PROXY) with the same function.
+    """
+    if any(urllib.request.getproxies().get(scheme) for scheme in ("http", "https", "all")):
+        return None
+    return KeepAlivePool(httpx.create_ssl_context(), limits)
+
+
 @dataclass(frozen=True)
 class _Answer:
     """What one request produced: a redirect (`location` set), a 304, or a body."""
@@ -216,6 +249,8 @@ async def _answer(response: httpx.Response, limits: FetchLimits) -> _Answer:
     """Classify the response and, for a success, read its body within the size cap."""
     status = response.status_code
     headers = {name.lower(): value for name, value in response.headers.items()}
+    if not 200 <= status < 300:
+        await _finish_unwanted_body(response)
     if status in REDIRECTS:
         location = response.headers.get("location")
         if not location:
@@ -226,6 +261,27 @@ async def _answer(response: httpx.Response, limits: FetchLimits) -> _Answer:
     _raise_for_status(response)
     _check_declared_length(response, limits.max_bytes)
     return _Answer(status, headers, await _read_body(response, limits.max_bytes))
+
+
+async def _finish_unwanted_body(response: httpx.Response) -> None:
+    """Read the short body of a 304, redirect or error to its end, so its connection can serve the next feed.
+
+    A connection goes back to the pool only when its response was read to the end, and
+    is closed otherwise: without this every 304 would cost a new TCP (and TLS)
+    connection. A body that is long, of unknown length, slow or broken is left unread:
+    the connection is then closed, and the answer stands.
+    """
+    if response.status_code != 304 and not _declared_length_at_most(response, MAX_UNWANTED_BODY):
+        return
+    with contextlib.suppress(httpx.HTTPError, TimeoutError):
+        async with asyncio.timeout(UNWANTED_BODY_SECONDS):
+            async for _ in response.aiter_raw():
+                pass
+
+
+def _declared_length_at_most(response: httpx.Response, limit: int) -> bool:
+    declared = response.headers.get("content-length", "").strip()
+    return declared.isdigit() and int(declared) <= limit
 
 
 def _raise_for_status(response: httpx.Response) -> None:

@@ -12,6 +12,7 @@ import gzip
 import shutil
 import socket
 import subprocess
+import sys
 import time
 import zlib
 from collections.abc import Iterator
@@ -639,3 +640,15 @@ def test_fetcher_must_be_entered() -> None:
 def test_limits_must_be_positive(max_concurrency: int, per_host: int) -> None:
     with pytest.raises(ValueError):
         Fetcher(max_concurrency=max_concurrency, per_host=per_host)
+
+
+def test_importing_fetch_leaves_out_the_httpx_command_line_client() -> None:
+    # httpx's own CLI loads rich and pygments: time every `aggregator update` would pay for nothing.
+    code = (
+        "import sys, aggregator.fetch\n"
+        "loaded = [name for name in ('httpx._main', 'rich', 'pygments') if name in sys.modules]\n"
+        "import httpx._main  # still there for whoever asks\n"
+        "print(loaded)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert done.stdout.strip() == "[]"
