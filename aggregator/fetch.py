@@ -31,14 +31,12 @@ import socket
 import ssl
 import sys
 import urllib.request
-import zlib
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from http import HTTPStatus
 from types import TracebackType
-from typing import Protocol
 
 import aggregator
 from aggregator.errors import (
@@ -52,6 +50,7 @@ from aggregator.errors import (
     TooLargeError,
     TooManyRedirectsError,
 )
+from aggregator.fetch_decode import BROTLI_BOUNDED, content_encodings, decoder_for
 from aggregator.models import FetchLimits, FetchResult, Validators
 
 # httpx/__init__.py imports httpx._main, its command-line client, which loads rich and
@@ -68,11 +67,6 @@ from aggregator.fetch_pool import KeepAlivePool  # noqa: E402
 
 if sys.modules.get(_HTTPX_CLI, httpx) is None:
     del sys.modules[_HTTPX_CLI]  # so that `import httpx._main` works again, should anyone want it
-
-try:
-    import brotli  # type: ignore[import-untyped]
-except ImportError:  # pragma: no cover - httpx[brotli] installs it
-    brotli = None
 
 logger = logging.getLogger(__name__)
 
@@ -97,16 +91,12 @@ UNWANTED_BODY_SECONDS = 1.0
 # A 206 was never asked for (we send no Range) and would be half a feed.
 EMPTY_OR_PARTIAL = {204: "empty response", 205: "empty response", 206: "partial response, not asked for"}
 
-# Only bounded decoding is safe against bombs; an older brotli without an output
-# limit would have to inflate a whole network chunk at once, so br is not offered.
-BROTLI_BOUNDED = brotli is not None and hasattr(brotli.Decompressor, "can_accept_more_data")
 ACCEPT_ENCODING = "gzip, deflate, br" if BROTLI_BOUNDED else "gzip, deflate"
 ACCEPT = (
     "application/rss+xml, application/atom+xml, application/rdf+xml;q=0.9, "
     "application/xml;q=0.9, text/xml;q=0.9, */*;q=0.5"
 )
 
-_GZIP_MAGIC = b"\x1f\x8b"
 _DELTA_SECONDS = re.compile(r"[+-]?\d+(?:\.\d+)?")
 
 
@@ -303,7 +293,7 @@ def _raise_for_status(response: httpx.Response) -> None:
 
 def _check_declared_length(response: httpx.Response, max_bytes: int) -> None:
     """Refuse an uncompressed body before reading it when Content-Length is already too big."""
-    if _encodings(response.headers.get("content-encoding")):
+    if content_encodings(response.headers.get("content-encoding")):
         return  # the compressed length says nothing about the decoded one
     declared = response.headers.get("content-length", "")
     if declared.strip().isdigit() and int(declared) > max_bytes:
@@ -316,7 +306,7 @@ async def _read_body(response: httpx.Response, max_bytes: int) -> bytes:
     A compressed body must also be whole: a stream that stops before its end (a gzip
     member without its trailer, say) is an error, not half a feed.
     """
-    decoder = _decoder_for(response.headers.get("content-encoding"))
+    decoder = decoder_for(response.headers.get("content-encoding"))
     body = bytearray()
     received = 0
     try:
@@ -549,165 +539,3 @@ def _format_bytes(count: int) -> str:
         if count >= size:
             return f"{count / size:.1f}".removesuffix(".0") + f" {unit}"
     return f"{count} bytes"
-
-
-# --- bounded decoding -------------------------------------------------------------------
-
-
-class _Decoder(Protocol):
-    def decode(self, data: bytes, limit: int) -> bytes:
-        """Decode the next chunk, returning at most about `limit` bytes.
-
-        Returning `limit` bytes or more means the output was cut there; the caller
-        asks for one byte more than it will accept, so it then stops reading. Input
-        not decoded because of the limit is kept for the next call, never dropped.
-        """
-        ...
-
-    def pending(self) -> bool:
-        """Whether input is held back that `decode(b"", limit)` would go on with."""
-        ...
-
-    def unfinished(self) -> str | None:
-        """The encoding whose stream was started but has not reached its end, if any."""
-        ...
-
-
-class _Identity:
-    def decode(self, data: bytes, limit: int) -> bytes:
-        return data
-
-    def pending(self) -> bool:
-        return False
-
-    def unfinished(self) -> str | None:
-        return None
-
-
-class _Zlib:
-    """gzip (several members allowed) or deflate (with or without the zlib header)."""
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-        self._gzip = name in ("gzip", "x-gzip")
-        self._wbits = zlib.MAX_WBITS | 16 if self._gzip else zlib.MAX_WBITS
-        self._inflate = zlib.decompressobj(self._wbits)
-        self._started = False
-        self._fed = False
-        self._held = b""
-
-    def decode(self, data: bytes, limit: int) -> bytes:
-        data, self._held = self._held + data, b""
-        self._fed = self._fed or bool(data)
-        out = bytearray()
-        while data:
-            if len(out) >= limit:
-                self._held = data
-                break
-            out += self._decompress(data, limit - len(out))
-            if self._inflate.unconsumed_tail:  # the output limit was reached
-                self._held = self._inflate.unconsumed_tail
-                break
-            data = self._next_member()
-        return bytes(out)
-
-    def pending(self) -> bool:
-        return bool(self._held)
-
-    def unfinished(self) -> str | None:
-        # No bytes at all is an empty body, which parsing names better than we could.
-        return self.name if self._fed and not self._inflate.eof else None
-
-    def _next_member(self) -> bytes:
-        """The start of the gzip member that follows the one just ended, or b"" (trailing bytes are ignored)."""
-        leftover = self._inflate.unused_data
-        if not (self._gzip and self._inflate.eof and leftover.startswith(_GZIP_MAGIC)):
-            return b""
-        self._inflate = zlib.decompressobj(self._wbits)
-        return leftover
-
-    def _decompress(self, data: bytes, limit: int) -> bytes:
-        try:
-            out = self._inflate.decompress(data, limit)
-        except zlib.error as exc:
-            if self._gzip or self._started:
-                raise FetchError(f"could not decompress the {self.name} body: {exc}") from exc
-            # Some servers send "deflate" as a raw stream without the zlib header.
-            self._wbits = -zlib.MAX_WBITS
-            self._inflate = zlib.decompressobj(self._wbits)
-            self._started = True
-            return self._decompress(data, limit)
-        self._started = True
-        return out
-
-
-class _Brotli:
-    def __init__(self) -> None:
-        assert brotli is not None
-        self._inflate = brotli.Decompressor()
-        self._fed = False
-        self._held = b""
-
-    def decode(self, data: bytes, limit: int) -> bytes:
-        self._fed = self._fed or bool(data)
-        self._held += data
-        out = bytearray()
-        try:
-            while len(out) < limit:
-                if not self._inflate.can_accept_more_data():  # output it could not give last time
-                    more = self._inflate.process(b"", output_buffer_limit=limit - len(out))
-                    if not more:
-                        break  # never spin here: the deadline cannot fire inside this loop
-                    out += more
-                elif self._held:
-                    data, self._held = self._held, b""
-                    out += self._inflate.process(data, output_buffer_limit=limit - len(out))
-                else:
-                    break
-        except brotli.error as exc:
-            raise FetchError(f"could not decompress the br body: {exc}") from exc
-        return bytes(out)
-
-    def pending(self) -> bool:
-        return bool(self._held) or not self._inflate.can_accept_more_data()
-
-    def unfinished(self) -> str | None:
-        return "br" if self._fed and not self._inflate.is_finished() else None
-
-
-class _Chain:
-    """Several Content-Encodings, undone in reverse order; each stage is capped the same way."""
-
-    def __init__(self, decoders: list[_Decoder]) -> None:
-        self._decoders = decoders
-
-    def decode(self, data: bytes, limit: int) -> bytes:
-        for decoder in self._decoders:
-            data = decoder.decode(data, limit)
-        return data
-
-    def pending(self) -> bool:
-        return any(decoder.pending() for decoder in self._decoders)
-
-    def unfinished(self) -> str | None:
-        return next((name for decoder in self._decoders if (name := decoder.unfinished())), None)
-
-
-def _encodings(header: str | None) -> list[str]:
-    names = (name.strip().lower() for name in (header or "").split(","))
-    return [name for name in names if name and name != "identity"]
-
-
-def _decoder_for(header: str | None) -> _Decoder:
-    """A bounded decoder for the response's Content-Encoding; unknown encodings are refused."""
-    decoders: list[_Decoder] = []
-    for name in reversed(_encodings(header)):
-        if name in ("gzip", "x-gzip", "deflate"):
-            decoders.append(_Zlib(name))
-        elif name == "br" and BROTLI_BOUNDED:
-            decoders.append(_Brotli())
-        else:
-            raise FetchError(f"the server sent the body in an encoding we cannot read ({name!r})")
-    if not decoders:
-        return _Identity()
-    return decoders[0] if len(decoders) == 1 else _Chain(decoders)
