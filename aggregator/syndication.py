@@ -151,7 +151,7 @@ def entry_item(entry: Entry, base: str, now: datetime) -> FeedItem:
         # RFC 4287 4.1.2: an entry without a link rel=alternate must have content.
         content, summary = summary, ""
     return FeedItem(
-        id=xml_text(entry.uid) or _minted_id(base, entry.feed, entry.key),
+        id=xml_text(entry.uid).strip() or _minted_id(base, entry.feed, entry.key),
         title=_title(entry.title),
         link=link,
         author=xml_text(entry.author or "").strip() or outlet,
@@ -177,7 +177,7 @@ def story_item(story: Story, base: str, tz: ZoneInfo, now: datetime) -> FeedItem
     updated = min(max(as_utc(story.updated), published), as_utc(now))
     shown = view(story, tz, base)
     return FeedItem(
-        id=xml_text(story.uid or first.uid) or _minted_id(base, first.feed, first.key),
+        id=xml_text(story.uid or first.uid).strip() or _minted_id(base, first.feed, first.key),
         title=_title(story.headline or first.title),
         link=web_link(first.link),
         author=", ".join(dict.fromkeys(report.outlet for report in shown.reports if report.outlet.strip()))
