@@ -15,7 +15,7 @@ import re
 from collections.abc import Callable, Mapping
 from functools import lru_cache
 from typing import Any
-from urllib.parse import urljoin
+from urllib.parse import urljoin, urlsplit
 
 from lxml import etree  # type: ignore[import-untyped]  # lxml ships no type hints
 
@@ -107,6 +107,8 @@ _UPDATED = frozenset({"updated", "modified", "lastbuilddate", "dc_date"})
 _AUTHORS = frozenset({"author", "dc_creator"})
 
 _URI_FIXER_RE = re.compile("^([A-Za-z][A-Za-z0-9+-.]*://)(/*)(.*?)")
+# What urljoin changes in an absolute URL it rebuilds (see `join_url`).
+_REBUILT_URL_RE = re.compile(r"[\t\n\r#;]")  # and a "?" at the end
 _LINK_ENTITY_RE = re.compile("&([A-Za-z0-9_]+);")
 _UNDEFINED_CP1252 = frozenset({0x81, 0x8D, 0x8F, 0x90, 0x9D})
 # feedparser maps C1 controls to the characters windows-1252 has in their place.
@@ -133,7 +135,9 @@ def read_simple_feed(body: bytes, headers: Mapping[str, str], *, parse_date: Dat
         root = etree.fromstring(body, _PARSER)
     except etree.XMLSyntaxError:
         return None
-    reader = _Reader(parse_date, track_bases=b"base" in body)
+    # xml:base is always written so: the prefix xml cannot be bound to another namespace, nor
+    # another prefix to it. Without it, every base stays empty and need not be tracked.
+    reader = _Reader(parse_date, track_bases=b"xml:base" in body)
     try:
         if root.tag == "rss" and root.get("version") == "2.0":
             return reader.rss(root)
@@ -159,13 +163,28 @@ def _is_quiet_utf8(body: bytes, headers: Mapping[str, str]) -> bool:
     return body.lstrip()[:1] == b"<" and not body.startswith(b"\xef\xbb\xbf")
 
 
+def join_url(base: str, url: str) -> str:
+    """urllib's urljoin(base, url), with a quick answer for the commonest case: an absolute link.
+
+    urljoin returns an http(s) URL with a host as it is, or rebuilt from its parts, which
+    changes only an empty query or fragment, path parameters, or the tabs and line breaks
+    urlsplit drops; a link without those is returned without joining. Raises ValueError
+    where urljoin would.
+    """
+    if base and url.startswith(("https://", "http://")) and not url.endswith("?") and not _REBUILT_URL_RE.search(url):
+        urlsplit(base)  # for its ValueError (urlsplit remembers its recent answers)
+        if urlsplit(url).netloc:
+            return url
+    return urljoin(base, url)
+
+
 @lru_cache(maxsize=1024)
 def _urljoin(base: str, uri: str) -> str:
     """feedparser's URL join: extra slashes after "scheme://" dropped, "" when unjoinable."""
     if ":///" in uri:
         uri = _URI_FIXER_RE.sub(r"\1\3", uri)
     try:
-        return urljoin(base, uri)
+        return join_url(base, uri)
     except ValueError:
         return ""
 

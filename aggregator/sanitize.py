@@ -62,8 +62,14 @@ _BLOCK_TAG_RE = re.compile(
 )
 # Only "<" followed by a letter, "/", "!" or "?" starts a tag, so "BTC < $20k" survives.
 _TAG_RE = re.compile(r"</?[A-Za-z][^>]*>|<[!?][^>]*>")
-# Inside a tag only: nh3 writes every "<" of text as &lt;, so "<" always starts a tag.
-_BLANK_CITE_RE = re.compile(r'(<[a-z]+\b[^<>]*?) cite="\s*"')
+# A cite attribute in nh3's output, and the tag before it: nh3 writes every "<" of text as &lt;
+# and every attribute as name="value" with any '"' in the value as &quot;.
+_CITE_TAGS = "|".join(sorted(tag for tag, names in ALLOWED_ATTRIBUTES.items() if "cite" in names))
+_CITE_RE = re.compile(rf'(<(?:{_CITE_TAGS})(?: [a-z-]+="[^"]*")*?) cite="([^"]*)"')
+_SCHEME_RE = re.compile(r"([A-Za-z][A-Za-z0-9+.\-]*):")
+# What the URL standard strips from both ends of a URL, and what it drops inside.
+_URL_STRIPPED = "".join(map(chr, range(0x21)))
+_URL_DROPPED = str.maketrans("", "", "\t\n\r")
 # XML 1.0 forbids these characters even as character references; nh3 and html.unescape can still
 # produce some of them from HTML in a feed, and one of them would make an output feed unreadable.
 _NOT_XML_CHARS_RE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
@@ -90,11 +96,20 @@ def sanitize_html(html_text: str, base_url: str | None) -> str:
         html_text = _SURROGATES_RE.sub("\ufffd", html_text)
     cleaned = _clean(html_text, _usable_base(base_url)).strip()
     if ' cite="' in cleaned:
-        # nh3 resolves an empty href or src against the base but leaves an empty cite as it was,
-        # a relative URL; an empty cite says nothing, so it goes.
-        cleaned = _BLANK_CITE_RE.sub(r"\1", cleaned)
+        cleaned = _CITE_RE.sub(_absolute_cite_only, cleaned)
     # Replaced, never deleted: dropping the U+0001 from "java&#1;script:" would make a live URL.
     return _NOT_XML_CHARS_RE.sub("\ufffd", cleaned) if _has_not_xml_chars(cleaned) else cleaned
+
+
+def _absolute_cite_only(match: re.Match[str]) -> str:
+    """A cite attribute as nh3 wrote it if it is an absolute http(s) or mailto URL; else the tag without it.
+
+    A cite is no link to nh3: it neither checks its scheme (javascript:) nor resolves it against
+    a base. No reader ever sees one, so a cite that is not plainly usable is dropped.
+    """
+    url = html.unescape(match.group(2)).strip(_URL_STRIPPED).translate(_URL_DROPPED)
+    scheme = _SCHEME_RE.match(url)
+    return match.group(0) if scheme and scheme.group(1).lower() in URL_SCHEMES else match.group(1)
 
 
 def _has_not_xml_chars(text: str) -> bool:
@@ -118,7 +133,9 @@ def html_to_text(html_text: str) -> str:
         text = html.unescape(text)
         if "<" in text:  # markup that was escaped twice surfaces only now
             text = _TAG_RE.sub("", text)
-    return " ".join(_NOT_XML_CHARS_RE.sub(" ", text).split())
+    if _has_not_xml_chars(text):
+        text = _NOT_XML_CHARS_RE.sub(" ", text)
+    return " ".join(text.split())
 
 
 def _clean(html_text: str, base_url: str | None) -> str:

@@ -16,12 +16,15 @@ import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from urllib.parse import urljoin
 
 import pytest
 from feedparser.datetimes import _parse_date
+from hypothesis import example, given
+from hypothesis import strategies as st
 
 from aggregator.errors import ParseError
-from aggregator.feedxml import read_simple_feed
+from aggregator.feedxml import join_url, read_simple_feed
 from aggregator.models import ParsedFeed
 from aggregator.parse import parse_feed
 from tests.conftest import CORPUS, DATA, SHARED
@@ -198,3 +201,34 @@ def test_simple_documents_are_read() -> None:
 def test_not_simple_is_left_to_feedparser(name: str, body: bytes, headers: dict[str, str]) -> None:
     assert read(body, headers) is None, name
     assert_same(*both_ways(body, headers))
+
+
+# Pieces of URLs, some of which make urljoin rebuild or refuse a URL (an empty "?" or "#", ";"
+# parameters, a tab, an unbalanced bracket, a host that is not one).
+URL_PIECES = st.sampled_from(
+    (
+        *("host.example", "Host.Example:8080", "[::1]", "[", "]", "/", "//", "a", "é", ":", "@", "?", "#", ";"),
+        *("&", "=", "\t", "\n", " ", "%2F", "..", "x=1", "\u2100", "\uff0f"),
+    )
+)
+URL_TEXT = st.lists(URL_PIECES, max_size=10).map("".join)
+SCHEMES = st.sampled_from(["https://", "http://", "HTTP://", "ftp://", "https:", "//", ""])
+
+
+@given(
+    base=st.one_of(st.builds("{}{}".format, SCHEMES, URL_TEXT), st.just("")),
+    url=st.builds("{}{}".format, SCHEMES, URL_TEXT),
+)
+@example(base="https://[news.example/feed", url="https://host.example/a")  # a base urljoin refuses
+@example(base="https://news.example/feed", url="https:///a")  # no host: joined to the base's
+@example(base="https://news.example/feed", url="https://host.example/a?")  # the empty query goes
+@example(base="https://news.example/feed", url="https://host.example/a;")  # the empty parameters go
+@example(base="https://news.example/feed", url="https://host.example/a\tb#")
+def test_join_url_answers_as_urljoin_does(base: str, url: str) -> None:
+    try:
+        expected = urljoin(base, url)
+    except ValueError:
+        with pytest.raises(ValueError):
+            join_url(base, url)
+        return
+    assert join_url(base, url) == expected

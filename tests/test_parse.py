@@ -7,6 +7,7 @@ adding those two files.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from datetime import UTC, datetime
@@ -21,7 +22,7 @@ from hypothesis import strategies as st
 
 from aggregator.errors import EmptyBodyError, NotAFeedError, ParseError
 from aggregator.models import EntryData, FeedHints, ParsedFeed
-from aggregator.parse import canonical_link, parse_feed
+from aggregator.parse import _content_hash, canonical_link, parse_feed
 from aggregator.sanitize import (
     ALLOWED_ATTRIBUTES,
     ALLOWED_TAGS,
@@ -154,6 +155,62 @@ def test_content_hash_changes_with_the_entry_and_only_with_it() -> None:
     assert edited[1].content_hash == first[1].content_hash
 
 
+# Quotes, backslashes, a tab, line breaks and characters beyond ASCII in every field JSON escapes.
+HASHED_FEED = """<?xml version="1.0" encoding="utf-8"?>
+<rss version="2.0" xmlns:content="http://purl.org/rss/1.0/modules/content/">
+<channel><title>Hash Desk</title><link>https://hashdesk.example/</link>
+<item><title>Ether "merge" day: 5 \\ 6 \u2014 caf\u00e9 \u2615</title>
+<link>https://hashdesk.example/news/merge?id=1&amp;utm_source=x</link>
+<guid isPermaLink="false">hash-1</guid>
+<pubDate>Mon, 06 May 2024 09:15:00 GMT</pubDate>
+<author>desk@hashdesk.example (Ana D\u00edaz)</author>
+<category>Ethereum</category><category>"Tech" \\ Desk</category>
+<description>&lt;p&gt;Line one\twith a tab
+and a "quote", a \\ backslash &amp;#1; and &#xD;&lt;/p&gt;</description>
+<content:encoded><![CDATA[<p class="x">Body "text" with <a href="/rel">a link</a> and C:\\path</p>
+<p>\u00dcn\u00efc\u00f6d\u00e9 \U0001f600</p>]]></content:encoded>
+</item></channel></rss>
+""".encode()
+# What parse_feed has always given HASHED_FEED: the store compares stored hashes with new ones,
+# so a change in how the hash is computed would make every stored entry look edited.
+HASHED_FEED_HASH = "a633f67212feaf723739152250e6bc56e3a5e3e75b81be522471641bc89b8cc4"
+
+
+def test_content_hash_stays_what_it_was() -> None:
+    (entry,) = parse_feed(HASHED_FEED, "https://hashdesk.example/feed/", {}, datetime(2024, 6, 1, tzinfo=UTC)).entries
+    assert entry.content_hash == HASHED_FEED_HASH
+
+
+JSON_TRICKY_TEXT = st.text(
+    st.one_of(st.sampled_from('"\\\n\r\t\x00\x01\x1f\x7f/\u2028\u00e9\U0001f600\ud800\udfff'), st.characters()),
+    max_size=40,
+)
+
+
+@given(
+    title=JSON_TRICKY_TEXT,
+    link=st.none() | JSON_TRICKY_TEXT,
+    author=st.none() | JSON_TRICKY_TEXT,
+    summary=JSON_TRICKY_TEXT,
+    content=JSON_TRICKY_TEXT,
+    published=st.none() | st.datetimes(timezones=st.just(UTC)),
+    categories=st.lists(JSON_TRICKY_TEXT, max_size=3).map(tuple),
+)
+def test_content_hash_is_the_sha256_of_the_fields_as_json(
+    title: str,
+    link: str | None,
+    author: str | None,
+    summary: str,
+    content: str,
+    published: datetime | None,
+    categories: tuple[str, ...],
+) -> None:
+    fields = [title, link, author, summary, content, published.isoformat() if published else None, list(categories)]
+    as_json = json.dumps(fields, ensure_ascii=False).encode("utf-8", "surrogatepass")
+    got = _content_hash(title, link, author, summary, content, published, categories)
+    assert got == hashlib.sha256(as_json).hexdigest()
+
+
 def test_a_body_that_names_a_local_file_is_not_read_as_that_file(tmp_path: Path) -> None:
     # feedparser opens a bytes argument as a path when such a file exists; parse_feed must not.
     secret = tmp_path / "feed.xml"
@@ -219,6 +276,30 @@ def test_sanitize_html_resolves_relative_urls_only_against_a_usable_base() -> No
     for base in (None, "", "not a url", "javascript:alert(1)//", "ftp://news.example/"):
         kept = sanitize_html(fragment, base)
         assert 'href="a/b"' in kept and 'src="/i.png"' in kept
+
+
+@pytest.mark.parametrize(
+    ("cite", "kept"),
+    [
+        ("https://source.example/report", True),
+        (" HTTP://Source.Example/", True),
+        ("mailto:desk@news.example", True),
+        ("", False),
+        ("0", False),  # relative: nh3 resolves no cite against a base
+        ("/report", False),
+        ("javascript:alert(1)", False),  # nh3 checks no cite's scheme
+        ("java&#x73;cript:alert(1)", False),
+        ("java\tscript:alert(1)", False),
+        ("data:text/html,x", False),
+    ],
+)
+def test_sanitize_html_keeps_a_cite_only_when_it_is_an_absolute_web_url(cite: str, kept: bool) -> None:
+    for tag in ("blockquote", "q", "del", "ins"):
+        markup = f'<{tag} datetime="2024-05-06>x" cite="{cite}">quoted</{tag}>'
+        for base in (None, "https://news.example/feed/"):
+            output = sanitize_html(markup, base)
+            assert ("cite=" in output) is kept, output
+            assert "quoted" in output
 
 
 # Every form of URL value that resolves differently (or not at all) against a base.
