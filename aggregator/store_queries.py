@@ -43,6 +43,8 @@ _ENTRY_COLUMNS = """
 _TAG_LIST = (
     "SELECT group_concat(t.path, char(31)) FROM entry_tags et JOIN tags t ON t.id = et.tag_id WHERE et.entry_id = e.id"
 )
+# What story grouping reads of an entry (see `_story_item`), in this order.
+_STORY_ITEM_COLUMNS = f"e.id, f.name, e.title, e.summary_text, e.published, ({_TAG_LIST})"
 # How many of a tag's newest entries are read per story a tag feed needs (see `_stories_of_newest_tagged`).
 TAGGED_CANDIDATES_PER_STORY = 8
 _TAGGED_ENTRY_IDS = "SELECT et.entry_id FROM entry_tags et JOIN tags t ON t.id = et.tag_id WHERE t.path = ?"
@@ -342,26 +344,49 @@ class Queries:
                 return stories
             window *= 4
 
-    def story_items_since(self, since: datetime) -> list[tuple[StoryItem, int]]:
-        """Entries published since `since` that are in a story, with their story, in the order they joined."""
-        rows = self.conn.execute(
-            f"""SELECT e.id, f.name AS feed, e.title, e.summary_text, e.published, e.story_id,
-                       ({_TAG_LIST}) AS tag_list
+    def story_items_since(
+        self, since: datetime, before: datetime | None = None, below_id: int | None = None
+    ) -> list[tuple[StoryItem, int]]:
+        """Entries published since `since` (and before `before`) that are in a story, with their story,
+        in the order they joined; only those with an id below `below_id`, if given."""
+        bounds = ["e.published >= ?"]
+        params: list[object] = [iso(since)]
+        if before is not None:
+            # iso() drops fractions of a second, so `<=` keeps every entry before `before` (and a few
+            # at its second, dropped below); dates are stored in one fixed-width form, which sorts as time.
+            bounds.append("e.published <= ?")
+            params.append(iso(before))
+        if below_id is not None:
+            bounds.append("e.id < ?")
+            params.append(below_id)
+        rows = self._plain_rows(
+            f"""SELECT {_STORY_ITEM_COLUMNS}, e.story_id
                 FROM entries e JOIN feeds f ON f.id = e.feed_id
-                WHERE e.published >= ? AND e.story_id IS NOT NULL ORDER BY e.id""",
-            (iso(since),),
+                WHERE {" AND ".join(bounds)} AND e.story_id IS NOT NULL ORDER BY e.id""",
+            params,
         )
-        return [(_story_item(row), int(row["story_id"])) for row in rows]
+        pairs = [(_story_item(row), int(row[-1])) for row in rows]
+        if before is None:
+            return pairs
+        return [pair for pair in pairs if pair[0].published < before]
 
     def unassigned_items(self, limit: int) -> list[StoryItem]:
         """Entries not yet in a story, oldest first."""
-        rows = self.conn.execute(
-            f"""SELECT e.id, f.name AS feed, e.title, e.summary_text, e.published, ({_TAG_LIST}) AS tag_list
+        rows = self._plain_rows(
+            f"""SELECT {_STORY_ITEM_COLUMNS}
                 FROM entries e JOIN feeds f ON f.id = e.feed_id
                 WHERE e.story_id IS NULL ORDER BY e.id LIMIT ?""",
-            (limit,),
+            [limit],
         )
         return [_story_item(row) for row in rows]
+
+    def _plain_rows(self, sql: str, params: Sequence[object]) -> list[tuple[Any, ...]]:
+        """Rows as plain tuples: a few thousand story items are read at once, and a `sqlite3.Row`
+        looked up by column name costs more than the rest of making the item."""
+        cursor = self.conn.cursor()
+        cursor.row_factory = None
+        rows: list[tuple[Any, ...]] = cursor.execute(sql, tuple(params)).fetchall()
+        return rows
 
     def _stories(self, where: str, params: Sequence[Any], limit: int | None = None) -> list[Story]:
         sql = f"SELECT {_STORY_COLUMNS} FROM stories s {where} ORDER BY s.updated DESC, s.id DESC"
@@ -578,14 +603,16 @@ def _required_date(text: str | None) -> datetime:
     return moment
 
 
-def _story_item(row: sqlite3.Row) -> StoryItem:
+def _story_item(row: tuple[Any, ...]) -> StoryItem:
+    """A row of `_STORY_ITEM_COLUMNS` (and maybe more) as a story item."""
+    entry_id, feed, title, text, published, tag_list = row[:6]
     return StoryItem(
-        id=int(row["id"]),
-        feed=row["feed"],
-        title=row["title"],
-        text=row["summary_text"] or "",
-        tags=frozenset(row["tag_list"].split("\x1f")) if row["tag_list"] else frozenset(),
-        published=_required_date(row["published"]),
+        id=int(entry_id),
+        feed=feed,
+        title=title,
+        text=text or "",
+        tags=frozenset(tag_list.split("\x1f")) if tag_list else frozenset(),
+        published=_required_date(published),
     )
 
 

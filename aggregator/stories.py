@@ -133,7 +133,12 @@ _SYNONYMS = {
     for word in group.split()
 }
 _WORD_RE = re.compile(r"\$?\d+(?:[.,]\d+)*[%kmb]?|[^\W\d_]+(?:'[^\W\d_]+)*")
+# The same for ASCII text (most of it), where a letter is [a-zA-Z] and a digit [0-9]: checked by
+# table rather than by Unicode category, some 30 % faster.
+_ASCII_WORD_RE = re.compile(_WORD_RE.pattern.replace(r"[^\W\d_]", "[a-zA-Z]").replace(r"\d", "[0-9]"))
 _INITIALS_RE = re.compile(r"\b([a-z])\.([a-z])\.")  # "u.s." is one word, "us"
+_INITIALS_HINT = re.compile(r"\.[a-z]\.")  # in every text that _INITIALS_RE changes
+_NAME_SEPARATORS = re.compile(r"[^a-z0-9.]+")  # what is not part of a name in a folded title
 # Words are compared by their first letters: "arrested" and "arrest", "lawsuits" and "lawsuit".
 _STEM_LENGTH = 6
 
@@ -159,20 +164,27 @@ class Profile:
 def profile(item: StoryItem) -> Profile:
     """The comparable form of one entry."""
     title = _fold(item.title[:TITLE_CHARS])
-    title_words = set(_words(title))
-    lede_words = set(_words(_fold(item.text[:LEDE_CHARS]))) - title_words
-    padded = f" {re.sub(r'[^a-z0-9.]+', ' ', title)} "
-    entities = frozenset(
-        name
-        for tag in item.tags
-        if tag not in _BROAD_TAGS and "/" in tag
-        for name in (_fold(tag.rsplit("/", 1)[1]),)
-        if f" {name} " in padded or f" {name}." in padded
-    )
+    title_words = _words(title)
+    lede_words = _words(_fold(item.text[:LEDE_CHARS])) - title_words
     routine = _ROUTINE.search(title) is not None
     return Profile(
-        item.id, item.feed, item.published, tuple(sorted(title_words)), tuple(sorted(lede_words)), entities, routine
+        item.id,
+        item.feed,
+        item.published,
+        tuple(sorted(title_words)),
+        tuple(sorted(lede_words)),
+        _entities(title, item.tags),
+        routine,
     )
+
+
+def _entities(title: str, tags: frozenset[str]) -> frozenset[str]:
+    """The specific tags (companies, regulators) that the folded `title` names."""
+    names = [_fold(tag.rsplit("/", 1)[1]) for tag in tags if tag not in _BROAD_TAGS and "/" in tag]
+    if not names:
+        return frozenset()
+    padded = f" {_NAME_SEPARATORS.sub(' ', title)} "
+    return frozenset(name for name in names if f" {name} " in padded or f" {name}." in padded)
 
 
 @dataclass
@@ -201,7 +213,7 @@ class StoryIndex:
         # Document frequencies: live, and the snapshot that weights are computed from. The
         # snapshot is refreshed after a fixed share of the index has changed, so a story's norm
         # can be kept until then, and the same sequence of entries always sees the same weights.
-        self._frequency: Counter[str] = Counter()
+        self._frequency: dict[str, int] = {}
         self._entries = 0
         self._changes = 0
         self._epoch = 0
@@ -249,14 +261,15 @@ class StoryIndex:
         norm = math.sqrt(sum([weight * weight for weight in weights.values()])) or 1.0
         best_story, best_score = candidate.id, self.threshold
         for story in self._candidates(candidate, weights):
-            if story.feeds[candidate.feed] >= MAX_PER_FEED:
+            reported = story.feeds.get(candidate.feed, 0)
+            if reported >= MAX_PER_FEED:
                 continue
             gap = abs(candidate.published - story.latest)
             if gap > self.window:
                 continue
             score = self._cosine(weighted, norm, story)
             score -= TIME_PENALTY * (gap / self.window)
-            if candidate.feed in story.feeds:
+            if reported:
                 score -= SAME_FEED_PENALTY
             if candidate.entities - story.entities and story.entities - candidate.entities:
                 score -= ENTITY_CONFLICT_PENALTY
@@ -273,9 +286,15 @@ class StoryIndex:
                 weight = weights[word]
                 for story in postings[word]:
                     shared[story] = shared.get(story, 0.0) - weight
-        # (-shared weight, id) pairs order as wanted and compare without a key function; a sort
-        # in C beats heapq.nsmallest (same result) for the few hundred stories at most.
-        ranked = sorted([(score, story) for story, score in shared.items()])[:MAX_CANDIDATES]
+        # (-shared weight, id) pairs order as wanted and compare without a key function. Only the
+        # pairs that can be among the first are made and sorted: those scoring at most the
+        # MAX_CANDIDATES-th score (a sort of plain floats, some three times faster than of pairs).
+        if len(shared) > MAX_CANDIDATES:
+            cutoff = sorted(shared.values())[MAX_CANDIDATES - 1]
+            pairs = [(score, story) for story, score in shared.items() if score <= cutoff]
+        else:
+            pairs = [(score, story) for story, score in shared.items()]
+        ranked = sorted(pairs)[:MAX_CANDIDATES]
         return [self._stories[story] for _, story in ranked]
 
     def _cosine(self, weighted: dict[str, float], norm: float, story: _Story) -> float:
@@ -306,8 +325,10 @@ class StoryIndex:
         frequency = self._frequency
         for words in (member.title_words, member.lede_words):  # no word is in both
             for word in words:
-                frequency[word] += sign
-                if not frequency[word]:
+                count = frequency.get(word, 0) + sign
+                if count:
+                    frequency[word] = count
+                else:
                     del frequency[word]
         self._changes += 1
         if self._changes * SNAPSHOT_SHARE >= self._entries:
@@ -324,18 +345,23 @@ class StoryIndex:
         self._stories[story_id] = story  # now the most recently joined
         if len(story.members) < CENTROID_MEMBERS:
             story.norm_epoch = -1
+            words = story.words
             for word in member.title_words:
-                story.words[word] = story.words.get(word, 0.0) + TITLE_WEIGHT
+                words[word] = words.get(word, 0.0) + TITLE_WEIGHT
             for word in member.lede_words:
-                story.words[word] = story.words.get(word, 0.0) + LEDE_WEIGHT
+                words[word] = words.get(word, 0.0) + LEDE_WEIGHT
         story.members.append(member)
-        story.feeds[member.feed] += 1
+        story.feeds[member.feed] = story.feeds.get(member.feed, 0) + 1
         story.entities |= member.entities
         story.latest = max(story.latest, member.published)
         self._known.add(member.id)
         if not member.routine:
+            every_posting = self._postings
             for word in member.title_words:
-                postings = self._postings.setdefault(word, {})
+                postings = every_posting.get(word)
+                if postings is None:
+                    every_posting[word] = {story_id: None}
+                    continue
                 postings.pop(story_id, None)
                 postings[story_id] = None
                 if len(postings) > POSTINGS_PER_WORD:
@@ -413,18 +439,17 @@ def _load_window(store: Store, index: StoryIndex, since: datetime, before_id: in
     """Make sure the index knows the story members stored before `before_id` and published since `since`.
 
     Only the stretch before what is loaded already is added: what is after it is in memory or
-    was forgotten on purpose. The store returns every member since a moment, so entries that go
-    further and further back (a feed's archive, newest first) would read the same rows again and
-    again; each load therefore reaches at least twice as far back as the one before.
+    was forgotten on purpose. Entries that go further and further back (a feed's archive, newest
+    first) would each add a little; each load therefore reaches at least twice as far back as the
+    one before.
     """
     loaded = index.loaded_since
     if loaded is not None and loaded <= since:
         return
     if loaded is not None and index.latest is not None:
         since = min(since, loaded - max(index.latest - loaded, index.window))
-    for item, story in store.story_items_since(since):
-        if item.id < before_id and (loaded is None or item.published < loaded):
-            index.add(item, story)
+    for item, story in store.story_items_since(since, before=loaded, below_id=before_id):
+        index.add(item, story)
     index.loaded_since = since
 
 
@@ -445,17 +470,19 @@ def assign_in_worker(items: Sequence[StoryItem]) -> list[tuple[int, int]]:
     return _worker.assign(items)
 
 
-def _words(text: str) -> list[str]:
+def _words(text: str) -> set[str]:
     """The comparable words of folded text: no function words, synonyms merged, stemmed."""
-    words = []
-    for token in _WORD_RE.findall(_INITIALS_RE.sub(r"\1\2", text)):
+    if _INITIALS_HINT.search(text):  # a plain scan, several times faster than the substitution
+        text = _INITIALS_RE.sub(r"\1\2", text)
+    words = set()
+    for token in (_ASCII_WORD_RE if text.isascii() else _WORD_RE).findall(text):
         word = _stems.get(token)
         if word is None:
             word = _stem(token)
             if len(_stems) < _STEM_CACHE_SIZE:
                 _stems[token] = word
-        if word:
-            words.append(word)
+        words.add(word)
+    words.discard("")  # function words
     return words
 
 
