@@ -312,6 +312,8 @@ class StoryItem:
     text: str
     tags: frozenset[str]
     published: datetime
+    # Its words as grouping last stored them (`stories.profile_text`), when they are still good.
+    profile: str | None = None
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -376,7 +376,7 @@ class Store(Queries):
             conn.execute(
                 """UPDATE entries SET link = ?, canonical_link = ?, title = ?, author = ?, summary = ?,
                        content = ?, published = ?, updated = ?, content_hash = ?, published_known = ?,
-                       summary_text = ?, previous_hash = ?, rewritten_at = ?
+                       summary_text = ?, previous_hash = ?, rewritten_at = ?, story_profile = NULL
                    WHERE id = ?""",
                 (*_changed_values(tagged.entry, stored.first_seen, now), stored.content_hash, now, stored.id),
             )
@@ -443,8 +443,13 @@ class Store(Queries):
 
     # -- stories ------------------------------------------------------------------------------
 
-    def save_story_assignments(self, assignments: Sequence[tuple[int, int]], now: datetime) -> None:
+    def save_story_assignments(
+        self, assignments: Sequence[tuple[int, int]], now: datetime, profiles: Mapping[int, str] | None = None
+    ) -> None:
         """Put each (entry id, story id) in its story, in one transaction, and refresh those stories.
+
+        `profiles` are the words grouping found in the entries (`stories.profile_text`), kept with
+        them for the next update's grouping to read.
 
         A story's id is its first stored entry's id; its headline is its first reporter's (the
         earliest published) title. An entry already in a story stays where it is,
@@ -469,8 +474,10 @@ class Store(Queries):
                 "INSERT OR IGNORE INTO stories (id, first_entry_id, updated) VALUES (?, ?, ?)",
                 [(story, story, updated) for story in {story for _, story in assignments}],
             )
+            found = profiles or {}
             conn.executemany(
-                "UPDATE entries SET story_id = ? WHERE id = ?", [(story, entry) for entry, story in assignments]
+                "UPDATE entries SET story_id = ?, story_profile = ? WHERE id = ?",
+                [(story, found.get(entry), entry) for entry, story in assignments],
             )
             touched = sorted({story for _, story in assignments})
             for start in range(0, len(touched), LOOKUP_CHUNK):
@@ -491,7 +498,10 @@ class Store(Queries):
     def set_entry_texts(self, texts: Sequence[tuple[int, str]]) -> None:
         """Fill the plain summary text (and so the search index) of entries stored before it existed."""
         with self.transaction("fill in entry texts") as conn:
-            conn.executemany("UPDATE entries SET summary_text = ? WHERE id = ?", [(text, id_) for id_, text in texts])
+            conn.executemany(
+                "UPDATE entries SET summary_text = ?, story_profile = NULL WHERE id = ?",
+                [(text, id_) for id_, text in texts],
+            )
 
     def entries_missing_text(self, limit: int) -> list[tuple[int, str, str]]:
         """(id, summary HTML, content HTML) of entries stored before the plain text was kept."""

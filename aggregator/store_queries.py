@@ -33,10 +33,12 @@ from aggregator.store_fts import (
     phrase_frequencies,
 )
 
-_ENTRY_COLUMNS = """
+# What `_entry` reads, in this order: these, then the story's uid and the tag list.
+_ENTRY_FIELDS = """
     e.id, e.uid, f.name AS feed, COALESCE(f.title, f.feed_title, f.name) AS feed_title,
     f.site_link AS feed_link, e.key, e.title, e.link, e.author, e.summary, e.content,
-    e.published, e.updated, e.first_seen, e.story_id, e.summary_text, st.uid AS story_uid,
+    e.published, e.updated, e.first_seen, e.story_id, e.summary_text"""
+_ENTRY_COLUMNS = f"""{_ENTRY_FIELDS}, st.uid AS story_uid,
     (SELECT group_concat(t.path, char(31)) FROM entry_tags et JOIN tags t ON t.id = et.tag_id
      WHERE et.entry_id = e.id) AS tag_list
 """
@@ -45,6 +47,11 @@ _TAG_LIST = (
 )
 # What story grouping reads of an entry (see `_story_item`), in this order.
 _STORY_ITEM_COLUMNS = f"e.id, f.name, e.title, e.summary_text, e.published, ({_TAG_LIST})"
+# The same for an entry in a story: with its stored words, the text and tags are not needed.
+_STORED_STORY_ITEM_COLUMNS = (
+    "e.id, f.name, e.title, CASE WHEN e.story_profile IS NULL THEN e.summary_text END, e.published, "
+    f"CASE WHEN e.story_profile IS NULL THEN ({_TAG_LIST}) END, e.story_profile"
+)
 # How many of a tag's newest entries are read per story a tag feed needs (see `_stories_of_newest_tagged`).
 TAGGED_CANDIDATES_PER_STORY = 8
 _TAGGED_ENTRY_IDS = "SELECT et.entry_id FROM entry_tags et JOIN tags t ON t.id = et.tag_id WHERE t.path = ?"
@@ -208,7 +215,7 @@ class Queries:
         )
         if limit is not None:
             sql += f" LIMIT {int(limit)}"
-        return [_entry(row) for row in self.conn.execute(sql, tuple(params))]
+        return [_entry(row) for row in self._plain_rows(sql, params)]
 
     def meta(self, key: str) -> str | None:
         row = self.conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
@@ -298,14 +305,31 @@ class Queries:
     # -- stories ------------------------------------------------------------------------------
 
     def stories_between(self, start: datetime, end: datetime) -> list[Story]:
-        """Stories first seen in [start, end), and entries not yet in a story as stories of one."""
-        stories = self._stories("WHERE s.first_seen >= ? AND s.first_seen < ?", (iso(start), iso(end)))
+        """Stories first seen in [start, end), and entries not yet in a story as stories of one.
+
+        One query reads the stories with their entries (a day page's thousand stories took
+        three, each sorting every column); they are put in order here.
+        """
+        rows = self._plain_rows(
+            f"""SELECT {_ENTRY_FIELDS}, s.uid, ({_TAG_LIST}), s.headline, s.first_seen, s.updated
+                FROM stories s JOIN entries e ON e.story_id = s.id JOIN feeds f ON f.id = e.feed_id
+                WHERE s.first_seen >= ? AND s.first_seen < ?""",
+            (iso(start), iso(end)),
+        )
+        stories = _stories_of_rows(rows)
+        if not self._has_unassigned_entries():
+            return stories
         # `+` keeps SQLite on the day's range of the published index: with the story_id index it
         # would walk every unassigned entry, a whole archive's right after an upgrade.
         loose = self._entries(
             "WHERE +e.story_id IS NULL AND e.published >= ? AND e.published < ?", (iso(start), iso(end))
         )
         return stories + [_story_of_one(entry) for entry in loose]
+
+    def _has_unassigned_entries(self) -> bool:
+        """Whether any entry waits for a story: one look at the story_id index, which spares a day
+        page the walk over its entries when none does."""
+        return bool(self.conn.execute("SELECT EXISTS (SELECT 1 FROM entries WHERE story_id IS NULL)").fetchone()[0])
 
     def recent_stories(self, limit: int, tag: str | None = None) -> list[Story]:
         """The `limit` stories most recently started or joined (with an entry tagged `tag`), newest first."""
@@ -360,12 +384,12 @@ class Queries:
             bounds.append("e.id < ?")
             params.append(below_id)
         rows = self._plain_rows(
-            f"""SELECT {_STORY_ITEM_COLUMNS}, e.story_id
+            f"""SELECT {_STORED_STORY_ITEM_COLUMNS}, e.story_id
                 FROM entries e JOIN feeds f ON f.id = e.feed_id
                 WHERE {" AND ".join(bounds)} AND e.story_id IS NOT NULL ORDER BY e.id""",
             params,
         )
-        pairs = [(_story_item(row), int(row[-1])) for row in rows]
+        pairs = [(_story_item(row[:-1]), int(row[-1])) for row in rows]
         if before is None:
             return pairs
         return [pair for pair in pairs if pair[0].published < before]
@@ -604,7 +628,7 @@ def _required_date(text: str | None) -> datetime:
 
 
 def _story_item(row: tuple[Any, ...]) -> StoryItem:
-    """A row of `_STORY_ITEM_COLUMNS` (and maybe more) as a story item."""
+    """A row of `_STORY_ITEM_COLUMNS` (or of `_STORED_STORY_ITEM_COLUMNS`, with its words) as a story item."""
     entry_id, feed, title, text, published, tag_list = row[:6]
     return StoryItem(
         id=int(entry_id),
@@ -613,7 +637,33 @@ def _story_item(row: tuple[Any, ...]) -> StoryItem:
         text=text or "",
         tags=frozenset(tag_list.split("\x1f")) if tag_list else frozenset(),
         published=_required_date(published),
+        profile=row[6] if len(row) > 6 else None,
     )
+
+
+def _stories_of_rows(rows: list[tuple[Any, ...]]) -> list[Story]:
+    """Stories from rows of an entry (`_entry`'s columns) followed by its story's headline, first_seen
+    and updated: the stories last started or joined first, each with its entries oldest first."""
+    rows.sort(key=lambda row: (row[11], row[0]))  # published (one fixed-width form, which sorts as time), id
+    members: dict[int, list[Entry]] = {}
+    heads: dict[int, tuple[Any, ...]] = {}
+    for row in rows:
+        story_id = row[14]
+        if story_id not in members:
+            members[story_id], heads[story_id] = [], row
+        members[story_id].append(_entry(row))
+    newest_first = sorted(heads, key=lambda story_id: (heads[story_id][20], story_id), reverse=True)
+    return [
+        Story(
+            id=story_id,
+            uid=heads[story_id][16],
+            headline=heads[story_id][18],
+            first_seen=_required_date(heads[story_id][19]),
+            updated=_required_date(heads[story_id][20]),
+            entries=tuple(members[story_id]),
+        )
+        for story_id in newest_first
+    ]
 
 
 def _story_of_one(entry: Entry) -> Story:
@@ -628,30 +678,32 @@ def _story_of_one(entry: Entry) -> Story:
     )
 
 
-def _entry(row: sqlite3.Row) -> Entry:
-    published = from_iso(row["published"])
-    first_seen = from_iso(row["first_seen"])
+def _entry(row: Sequence[Any]) -> Entry:
+    """An entry from a row of `_ENTRY_COLUMNS` (a tuple, or a `sqlite3.Row` with more columns after them)."""
+    (entry_id, uid, feed, feed_title, feed_link, key, title, link, author, summary, content) = row[:11]
+    (published_text, updated_text, first_seen_text, story_id, text, story_uid, tag_list) = row[11:18]
+    published = from_iso(published_text)
+    first_seen = from_iso(first_seen_text)
     assert published is not None and first_seen is not None
-    tags = tuple(sorted(row["tag_list"].split("\x1f"))) if row["tag_list"] else ()
     return Entry(
-        id=row["id"],
-        uid=row["uid"],
-        feed=row["feed"],
-        feed_title=row["feed_title"],
-        feed_link=row["feed_link"],
-        key=row["key"],
-        title=row["title"],
-        link=row["link"],
-        author=row["author"],
-        summary=row["summary"],
-        content=row["content"],
+        id=entry_id,
+        uid=uid,
+        feed=feed,
+        feed_title=feed_title,
+        feed_link=feed_link,
+        key=key,
+        title=title,
+        link=link,
+        author=author,
+        summary=summary,
+        content=content,
         published=published,
-        updated=from_iso(row["updated"]) or published,
+        updated=from_iso(updated_text) or published,
         first_seen=first_seen,
-        tags=tags,
-        story_id=row["story_id"],
-        text=row["summary_text"] or "",
-        story=row["story_uid"],
+        tags=tuple(sorted(tag_list.split("\x1f"))) if tag_list else (),
+        story_id=story_id,
+        text=text or "",
+        story=story_uid,
     )
 
 

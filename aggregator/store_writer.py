@@ -16,7 +16,7 @@ What it does not do: decide what to store (that is `store`), or retry.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from typing import TypeVar
@@ -40,9 +40,11 @@ class StoreWriter:
         """`Store.save_poll` on the writer thread."""
         return await self._run(lambda store: store.save_poll(outcome))
 
-    async def save_story_assignments(self, assignments: Sequence[tuple[int, int]], now: datetime) -> None:
+    async def save_story_assignments(
+        self, assignments: Sequence[tuple[int, int]], now: datetime, profiles: Mapping[int, str] | None = None
+    ) -> None:
         """`Store.save_story_assignments` on the writer thread."""
-        await self._run(lambda store: store.save_story_assignments(assignments, now))
+        await self._run(lambda store: store.save_story_assignments(assignments, now, profiles))
 
     def close(self) -> None:
         """Finish every write asked for (a cancelled caller's too: each is atomic) and close the connection."""

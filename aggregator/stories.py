@@ -178,6 +178,44 @@ def profile(item: StoryItem) -> Profile:
     )
 
 
+# The form of a stored profile (`profile_text`). Change it with any rule that changes the words
+# `profile` finds (the word pattern, stop words, synonyms, stems, lengths, entities, routine
+# titles): entries stored in the older form then have their words found again.
+PROFILE_FORMAT = "1"
+_FIELDS = "\x1e"
+_ITEMS = "\x1f"
+
+
+def profile_text(member: Profile) -> str:
+    """What `profile` found in an entry, stored beside it so that a later update need not find it again."""
+    return _FIELDS.join(
+        (
+            PROFILE_FORMAT,
+            _ITEMS.join(member.title_words),
+            _ITEMS.join(member.lede_words),
+            _ITEMS.join(sorted(member.entities)),
+            "1" if member.routine else "",
+        )
+    )
+
+
+def stored_profile(item: StoryItem) -> Profile:
+    """`profile(item)`, from the words stored with it when they are in the current form."""
+    fields = item.profile.split(_FIELDS) if item.profile else ()
+    if len(fields) != 5 or fields[0] != PROFILE_FORMAT:
+        return profile(item)
+    _, title_words, lede_words, entities, routine = fields
+    return Profile(
+        item.id,
+        item.feed,
+        item.published,
+        tuple(title_words.split(_ITEMS)) if title_words else (),
+        tuple(lede_words.split(_ITEMS)) if lede_words else (),
+        frozenset(entities.split(_ITEMS)) if entities else frozenset(),
+        bool(routine),
+    )
+
+
 def _entities(title: str, tags: frozenset[str]) -> frozenset[str]:
     """The specific tags (companies, regulators) that the folded `title` names."""
     names = [_fold(tag.rsplit("/", 1)[1]) for tag in tags if tag not in _BROAD_TAGS and "/" in tag]
@@ -231,15 +269,19 @@ class StoryIndex:
     def add(self, item: StoryItem, story: int) -> None:
         """Record an entry already in a story (loaded from the store); a known entry is skipped."""
         if item.id not in self._known:
-            self._add(profile(item), story)
+            self._add(stored_profile(item), story)
 
     def assign(self, item: StoryItem) -> int:
         """The story `item` belongs to (an existing one, or a new one with the item's id); records it."""
+        return self.assign_profiled(item)[0]
+
+    def assign_profiled(self, item: StoryItem) -> tuple[int, Profile]:
+        """`assign`, and the item's profile (to be stored with it, see `profile_text`)."""
         candidate = profile(item)
         self._count(candidate, 1)
         story = candidate.id if candidate.routine else self._best_story(candidate)
         self._add(candidate, story, counted=True)
-        return story
+        return story, candidate
 
     def forget_older_than(self, moment: datetime) -> None:
         """Drop stories whose newest entry is before `moment`, so memory stays bounded."""
@@ -399,7 +441,7 @@ def assign_pending(store: Store, index: StoryIndex, now: datetime, limit: int | 
         if not items:
             break
         assignments = assigner.assign(items)
-        store.save_story_assignments(assignments, now)
+        store.save_story_assignments(assignments, now, assigner.take_profiles())
         done += len(assignments)
     if done and index.latest is not None:
         index.forget_older_than(index.latest - 3 * index.window)
@@ -422,6 +464,7 @@ class StoryAssigner:
         self.store = store
         self.index = index
         self.first_id: int | None = None
+        self._profiles: dict[int, str] = {}
 
     def assign(self, items: Iterable[StoryItem]) -> list[tuple[int, int]]:
         """(entry id, story id) for each item, in order; the index records each."""
@@ -431,8 +474,15 @@ class StoryAssigner:
             if self.first_id is None:
                 self.first_id = item.id
             _load_window(self.store, index, item.published - index.window, self.first_id)
-            assignments.append((item.id, index.assign(item)))
+            story, found = index.assign_profiled(item)
+            assignments.append((item.id, story))
+            self._profiles[item.id] = profile_text(found)
         return assignments
+
+    def take_profiles(self) -> dict[int, str]:
+        """The stored form of the profiles of the entries assigned since the last call, by entry id."""
+        profiles, self._profiles = self._profiles, {}
+        return profiles
 
 
 def _load_window(store: Store, index: StoryIndex, since: datetime, before_id: int) -> None:
@@ -463,11 +513,11 @@ def start_worker(database: str) -> None:
     _worker = StoryAssigner(Store(database, readonly=True), StoryIndex())
 
 
-def assign_in_worker(items: Sequence[StoryItem]) -> list[tuple[int, int]]:
-    """The stories of entries just stored, in a worker set up by `start_worker`."""
+def assign_in_worker(items: Sequence[StoryItem]) -> tuple[list[tuple[int, int]], dict[int, str]]:
+    """The stories of entries just stored, and their profiles' stored form, in a worker set up by `start_worker`."""
     if _worker is None:
         raise RuntimeError("assign_in_worker runs only in a process set up by start_worker")
-    return _worker.assign(items)
+    return _worker.assign(items), _worker.take_profiles()
 
 
 def _words(text: str) -> set[str]:

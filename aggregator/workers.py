@@ -17,7 +17,7 @@ import logging
 import multiprocessing
 import os
 import threading
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from datetime import datetime
 from functools import lru_cache
@@ -211,7 +211,7 @@ class StoryWorker:
     def __init__(
         self,
         database: Path,
-        save: Callable[[Sequence[tuple[int, int]], datetime], Awaitable[None]],
+        save: Callable[[Sequence[tuple[int, int]], datetime, Mapping[int, str]], Awaitable[None]],
         clock: Callable[[], datetime],
     ) -> None:
         self.database = database
@@ -269,11 +269,15 @@ class StoryWorker:
             self._lot = []
         self._last_save = asyncio.ensure_future(self._save_in_turn(lot, self._last_save))
 
-    async def _save_in_turn(self, lot: Future[list[tuple[int, int]]], before: asyncio.Task[None] | None) -> None:
+    async def _save_in_turn(
+        self, lot: Future[tuple[list[tuple[int, int]], dict[int, str]]], before: asyncio.Task[None] | None
+    ) -> None:
         """Save one lot's stories once the lots before it are saved; stop at the first failure."""
         error: BaseException | None = None
+        assignments: list[tuple[int, int]] = []
+        profiles: dict[int, str] = {}
         try:
-            assignments = await asyncio.wrap_future(lot)
+            assignments, profiles = await asyncio.wrap_future(lot)
         except Exception as exception:  # whatever broke the worker, the usual grouping takes over
             error = exception
         if before is not None:
@@ -284,7 +288,7 @@ class StoryWorker:
             self._fail(error)
             return
         try:
-            await self.save(assignments, self.clock())
+            await self.save(assignments, self.clock(), profiles)
         except StoreError as store_error:
             self.failed = True
             log.error("could not save the stories of new entries (will group them again): %s", store_error)

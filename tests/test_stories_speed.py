@@ -12,6 +12,8 @@ equivalence fails here rather than quietly moving stories.
 from __future__ import annotations
 
 import re
+from collections import Counter
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -22,7 +24,18 @@ from hypothesis import strategies as st
 from aggregator import stories
 from aggregator.models import EntryData, FeedConfig, PollOutcome, StoryItem, TaggedEntry
 from aggregator.store import Store
-from aggregator.stories import MAX_CANDIDATES, Profile, StoryAssigner, StoryIndex, _Story, cluster, profile
+from aggregator.stories import (
+    MAX_CANDIDATES,
+    PROFILE_FORMAT,
+    Profile,
+    StoryAssigner,
+    StoryIndex,
+    _Story,
+    cluster,
+    profile,
+    profile_text,
+    stored_profile,
+)
 
 NOW = datetime(2024, 3, 5, 12, 0, tzinfo=UTC)
 OUTLETS = ("alpha", "beta", "gamma", "delta")
@@ -259,3 +272,73 @@ def test_profiles_are_those_of_the_plain_version(title: str, text: str, tags: fr
     item = StoryItem(1, "alpha", title, text, tags, NOW)
     assert profile(item) == plain_profile(item)
     assert profile(item) == plain_profile(item), "the second time (words from the cache) differs"
+
+
+@settings(max_examples=300, deadline=None)
+@given(title=texts, text=texts, tags=st.frozensets(st.sampled_from(TAGS)))
+def test_a_stored_profile_reads_back_as_the_profile(title: str, text: str, tags: frozenset[str]) -> None:
+    item = StoryItem(1, "alpha", title, text, tags, NOW)
+    stored = replace(item, title="", text="", tags=frozenset(), profile=profile_text(profile(item)))
+    assert stored_profile(stored) == profile(item)
+
+
+def test_a_profile_in_another_form_is_found_again() -> None:
+    item = StoryItem(1, "alpha", "Quillon exchange halts withdrawals", "After a hot wallet exploit.", frozenset(), NOW)
+    for old in ("0\x1equillo\x1e\x1e\x1e", "garbled", ""):
+        assert stored_profile(replace(item, profile=old)) == profile(item)
+
+
+def test_the_stored_form_of_a_profile_is_pinned() -> None:
+    item = StoryItem(
+        1,
+        "alpha",
+        "SEC sues Quillon's U.S. arm; Quillon denies the charges",
+        "The lawsuit, filed on Monday, says the exchange sold $1.5bn of tokens.",
+        frozenset({"Regulators/SEC", "Blockchain"}),
+        NOW,
+    )
+    assert profile_text(profile(item)) == (
+        "1\x1earm\x1fcharge\x1fdenie\x1fquillo\x1fsec\x1fsue\x1fus\x1e"
+        "1.5b\x1fexchan\x1ffiled\x1fmonday\x1fn\x1fsold\x1ftoken\x1esec\x1e"
+    ), "the words profile() finds changed: change PROFILE_FORMAT too, so stored profiles are found again"
+
+
+def test_an_update_stores_each_entrys_words_and_the_next_one_groups_from_them(tmp_path: Path) -> None:
+    store = store_with_outlets(tmp_path)
+    first = [save(store, OUTLETS[n % 4], f"k{n}", report(n), NOW + timedelta(minutes=n)) for n in range(12)]
+    stories.assign_pending(store, StoryIndex(), NOW)
+    stored = dict(store.conn.execute("SELECT id, story_profile FROM entries").fetchall())
+    assert all(stored[entry_id] and stored[entry_id].startswith(f"{PROFILE_FORMAT}\x1e") for entry_id in first)
+    later = [save(store, OUTLETS[n % 4], f"k{n}", report(n), NOW + timedelta(minutes=n)) for n in range(12, 20)]
+    stories.assign_pending(store, StoryIndex(), NOW)  # a new process: reads the window's stored words
+    grouped = dict(store.conn.execute("SELECT id, story_id FROM entries").fetchall())
+    store.conn.execute("UPDATE entries SET story_profile = NULL")  # as an older version left them
+    store.conn.execute(f"UPDATE entries SET story_id = NULL WHERE id IN ({','.join(map(str, later))})")
+    store.conn.execute("DELETE FROM stories WHERE id NOT IN (SELECT story_id FROM entries WHERE story_id IS NOT NULL)")
+    stories.assign_pending(store, StoryIndex(), NOW)
+    assert dict(store.conn.execute("SELECT id, story_id FROM entries").fetchall()) == grouped
+    assert max(Counter(grouped.values()).values()) > 1, "no two reports were grouped"
+
+
+def test_a_rewritten_entry_forgets_its_stored_words(tmp_path: Path) -> None:
+    store = store_with_outlets(tmp_path)
+    entry_id = save(store, "alpha", "k", "Quillon exchange halts withdrawals", NOW)
+    stories.assign_pending(store, StoryIndex(), NOW)
+    entry = EntryData(
+        key="k",
+        title="Quillon exchange resumes withdrawals",
+        link="https://alpha.example/k",
+        published=NOW,
+        text="Quillon exchange resumes withdrawals",
+        content_hash="changed",
+    )
+    store.save_poll(
+        PollOutcome(
+            feed="alpha",
+            status="ok",
+            fetched_at=NOW + timedelta(days=31),
+            next_fetch=NOW + timedelta(days=32),
+            entries=(TaggedEntry(entry, frozenset()),),
+        )
+    )
+    assert store.conn.execute("SELECT story_profile FROM entries WHERE id = ?", (entry_id,)).fetchone()[0] is None
