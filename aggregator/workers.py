@@ -35,6 +35,9 @@ log = logging.getLogger(__name__)
 
 # Parsing is CPU work: with more than this many feeds in one run, it goes to worker processes.
 PARALLEL_PARSE_MIN_FEEDS = 8
+# ... but the first this many bodies (unless every feed is new) are parsed in place: starting the
+# workers takes longer than parsing a few changed feeds, the usual update of an archive.
+PARSE_IN_PLACE_FIRST = 24
 MAX_PARSE_WORKERS = 4
 # New entries go to the story worker in lots of about this many: one lot per poll would be
 # hundreds of small messages on a first update, and fewer new entries are grouped at the end
@@ -154,6 +157,7 @@ class ParsePool:
         )
         self._submitted = 0  # submissions that have returned
         self._starting: threading.Thread | None = None
+        self._in_place = PARSE_IN_PLACE_FIRST  # bodies still to parse here before the workers start
 
     @classmethod
     def for_feeds(cls, feed_count: int, tag_rules: tuple[TagRule, ...]) -> ParsePool | None:
@@ -167,13 +171,17 @@ class ParsePool:
         Starting them takes a moment (the fork server imports the pipeline first), so a thread
         waits for it, not the event loop.
         """
+        self._in_place = 0
         self._starting = threading.Thread(
             target=lambda: [self._pool.submit(_nothing) for _ in range(self.workers)], daemon=True
         )
         self._starting.start()
 
     async def parse(self, arguments: ParseArguments) -> ParseResult:
-        """`parse_and_tag(*arguments)` in a worker."""
+        """`parse_and_tag(*arguments)` in a worker (or here, for the first few bodies)."""
+        if self._in_place > 0 and not self._submitted and self._starting is None:
+            self._in_place -= 1
+            return parse_and_tag(*arguments)
         if self._started():
             submitted = self._submit(arguments)
         else:  # handing a body over may wait while a worker starts: a thread waits, not the event loop
