@@ -213,6 +213,7 @@ class Poller:
         self.story_worker = story_worker
         self.stories = StoryIndex()
         self._texts_checked = False
+        self._polls = asyncio.Semaphore(settings.concurrency)
 
     def assign_stories(self, limit: int | None = None) -> int:
         """Put the entries stored since the last call into cross-outlet stories; returns how many.
@@ -255,6 +256,13 @@ class Poller:
         return await self.pool.parse(arguments)
 
     async def poll(self, feed: FeedConfig, explicit: bool) -> FeedResult:
+        # A poll holds its feed's parsed entries until they are stored: as many polls run at once
+        # as fetches may, so a writer that falls behind holds up fetching instead of piling up
+        # bodies in memory.
+        async with self._polls:
+            return await self._poll(feed, explicit)
+
+    async def _poll(self, feed: FeedConfig, explicit: bool) -> FeedResult:
         try:
             state = self.store.feed_state(feed.name)
         except StoreError as error:
