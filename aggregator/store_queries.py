@@ -398,7 +398,7 @@ class Queries:
         """Entries not yet in a story, oldest first."""
         rows = self._plain_rows(
             f"""SELECT {_STORY_ITEM_COLUMNS}
-                FROM entries e JOIN feeds f ON f.id = e.feed_id
+                FROM entries e INDEXED BY idx_entries_story_id JOIN feeds f ON f.id = e.feed_id
                 WHERE e.story_id IS NULL ORDER BY e.id LIMIT ?""",
             [limit],
         )
