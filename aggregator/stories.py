@@ -181,19 +181,24 @@ def profile(item: StoryItem) -> Profile:
 # The form of a stored profile (`profile_text`). Change it with any rule that changes the words
 # `profile` finds (the word pattern, stop words, synonyms, stems, lengths, entities, routine
 # titles): entries stored in the older form then have their words found again.
-PROFILE_FORMAT = "1"
-_FIELDS = "\x1e"
-_ITEMS = "\x1f"
+PROFILE_FORMAT = "2"
+# Plain text (the database holds no control characters but these): words never hold whitespace.
+_FIELDS = "\n"
+_ITEMS = " "
+_ENTITIES = "\t"
 
 
-def profile_text(member: Profile) -> str:
-    """What `profile` found in an entry, stored beside it so that a later update need not find it again."""
+def profile_text(member: Profile) -> str | None:
+    """What `profile` found in an entry, stored beside it so that a later update need not find it
+    again; None when it cannot be stored faithfully (an entity name holding a separator)."""
+    if any(_FIELDS in name or _ENTITIES in name for name in member.entities):
+        return None
     return _FIELDS.join(
         (
             PROFILE_FORMAT,
             _ITEMS.join(member.title_words),
             _ITEMS.join(member.lede_words),
-            _ITEMS.join(sorted(member.entities)),
+            _ENTITIES.join(sorted(member.entities)),
             "1" if member.routine else "",
         )
     )
@@ -211,7 +216,7 @@ def stored_profile(item: StoryItem) -> Profile:
         item.published,
         tuple(title_words.split(_ITEMS)) if title_words else (),
         tuple(lede_words.split(_ITEMS)) if lede_words else (),
-        frozenset(entities.split(_ITEMS)) if entities else frozenset(),
+        frozenset(entities.split(_ENTITIES)) if entities else frozenset(),
         bool(routine),
     )
 
@@ -476,7 +481,9 @@ class StoryAssigner:
             _load_window(self.store, index, item.published - index.window, self.first_id)
             story, found = index.assign_profiled(item)
             assignments.append((item.id, story))
-            self._profiles[item.id] = profile_text(found)
+            stored = profile_text(found)
+            if stored is not None:
+                self._profiles[item.id] = stored
         return assignments
 
     def take_profiles(self) -> dict[int, str]:

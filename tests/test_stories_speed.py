@@ -284,7 +284,7 @@ def test_a_stored_profile_reads_back_as_the_profile(title: str, text: str, tags:
 
 def test_a_profile_in_another_form_is_found_again() -> None:
     item = StoryItem(1, "alpha", "Quillon exchange halts withdrawals", "After a hot wallet exploit.", frozenset(), NOW)
-    for old in ("0\x1equillo\x1e\x1e\x1e", "garbled", ""):
+    for old in ("1\x1equillo\x1e\x1e\x1e", "0\nquillo\n\n\n", "garbled", ""):
         assert stored_profile(replace(item, profile=old)) == profile(item)
 
 
@@ -298,8 +298,7 @@ def test_the_stored_form_of_a_profile_is_pinned() -> None:
         NOW,
     )
     assert profile_text(profile(item)) == (
-        "1\x1earm\x1fcharge\x1fdenie\x1fquillo\x1fsec\x1fsue\x1fus\x1e"
-        "1.5b\x1fexchan\x1ffiled\x1fmonday\x1fn\x1fsold\x1ftoken\x1esec\x1e"
+        "2\narm charge denie quillo sec sue us\n1.5b exchan filed monday n sold token\nsec\n"
     ), "the words profile() finds changed: change PROFILE_FORMAT too, so stored profiles are found again"
 
 
@@ -308,7 +307,7 @@ def test_an_update_stores_each_entrys_words_and_the_next_one_groups_from_them(tm
     first = [save(store, OUTLETS[n % 4], f"k{n}", report(n), NOW + timedelta(minutes=n)) for n in range(12)]
     stories.assign_pending(store, StoryIndex(), NOW)
     stored = dict(store.conn.execute("SELECT id, story_profile FROM entries").fetchall())
-    assert all(stored[entry_id] and stored[entry_id].startswith(f"{PROFILE_FORMAT}\x1e") for entry_id in first)
+    assert all(stored[entry_id] and stored[entry_id].startswith(f"{PROFILE_FORMAT}\n") for entry_id in first)
     later = [save(store, OUTLETS[n % 4], f"k{n}", report(n), NOW + timedelta(minutes=n)) for n in range(12, 20)]
     stories.assign_pending(store, StoryIndex(), NOW)  # a new process: reads the window's stored words
     grouped = dict(store.conn.execute("SELECT id, story_id FROM entries").fetchall())
@@ -342,3 +341,8 @@ def test_a_rewritten_entry_forgets_its_stored_words(tmp_path: Path) -> None:
         )
     )
     assert store.conn.execute("SELECT story_profile FROM entries WHERE id = ?", (entry_id,)).fetchone()[0] is None
+
+
+def test_a_profile_that_cannot_be_stored_faithfully_is_not_stored() -> None:
+    found = profile(StoryItem(1, "alpha", "Quillon halts withdrawals", "", frozenset(), NOW))
+    assert profile_text(replace(found, entities=frozenset({"odd\tname"}))) is None
