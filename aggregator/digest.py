@@ -102,8 +102,14 @@ class DigestSection:
 
 def rank_key(story: Story) -> tuple[int, float, int]:
     """Most outlets first, then the most recently reported (ties by id, so the order is stable)."""
+    return _rank_key(story, len(story.feeds))
+
+
+def _rank_key(story: Story, outlets: int) -> tuple[int, float, int]:
+    if len(story.entries) == 1:  # most stories: a day page ranks a thousand of them
+        return (-outlets, -as_utc(story.entries[0].published).timestamp(), -story.id)
     latest = max(as_utc(entry.published) for entry in story.entries)
-    return (-len(story.feeds), -latest.timestamp(), -story.id)
+    return (-outlets, -latest.timestamp(), -story.id)
 
 
 def digest_sections(
@@ -116,18 +122,25 @@ def digest_sections(
     `in_full` stories (in that order) get a full view; the rest, which a page lists one
     line each, get `brief_view`, so a day of thousands of stories stays cheap.
     """
-    ranked = sorted(stories, key=rank_key)
-    top = [story for story in ranked if len(story.feeds) >= TOP_MIN_OUTLETS]
-    rest: dict[str, list[Story]] = {}
-    for story in ranked:
-        if len(story.feeds) < TOP_MIN_OUTLETS:
-            rest.setdefault(section_for(story.tags), []).append(story)
+    # Each story's outlets are counted once: a day page ranks and lists thousands of stories.
+    counted = [
+        (story, len({entry.feed for entry in story.entries}) if len(story.entries) > 1 else 1) for story in stories
+    ]
+    ranked = sorted(counted, key=lambda pair: _rank_key(*pair))
+    top = [pair for pair in ranked if pair[1] >= TOP_MIN_OUTLETS]
+    rest: dict[str, list[tuple[Story, int]]] = {}
+    for story, outlets in ranked:
+        if outlets < TOP_MIN_OUTLETS:
+            # A story of one entry has that entry's tags (`Story.tags` would sort them again).
+            tags = story.entries[0].tags if len(story.entries) == 1 else story.tags
+            rest.setdefault(_section_of_tags(tuple(tags)), []).append((story, outlets))
     room = len(ranked) if in_full is None else in_full
 
-    def views(members: list[Story]) -> tuple[DigestStory, ...]:
+    def views(members: list[tuple[Story, int]]) -> tuple[DigestStory, ...]:
         nonlocal room
         shown = [
-            view(story, tz, root) if index < room else brief_view(story, tz) for index, story in enumerate(members)
+            view(story, tz, root) if index < room else _brief_view(story, tz, outlets)
+            for index, (story, outlets) in enumerate(members)
         ]
         room = max(room - len(members), 0)
         return tuple(shown)
@@ -199,23 +212,34 @@ def view(story: Story, tz: ZoneInfo, root: str = "") -> DigestStory:
 
 def brief_view(story: Story, tz: ZoneInfo) -> DigestStory:
     """A story as a one-line listing needs it: headline, link, first report, outlets, time; no summary or tags."""
+    return _brief_view(story, tz, len(story.feeds))
+
+
+def _brief_view(story: Story, tz: ZoneInfo, outlets: int) -> DigestStory:
     first = story.entries[0]
-    local = as_utc(story.first_seen).astimezone(tz)
+    report = _report(first, tz, first=True)
+    # A story is first seen when its first report was published: that report's times are the story's.
+    first_seen = report.published if story.first_seen == first.published else _local_minutes(story.first_seen, tz)
     return DigestStory(
         id=story.id,
         headline=xml_text(story.headline or first.title).strip() or "(untitled)",
-        link=web_link(first.link),
+        link=report.link,
         summary="",
-        time=f"{local:%H:%M}",
-        first_seen=local.isoformat(timespec="minutes"),
-        reports=(_report(first, tz, first=True),),
-        outlets=len(story.feeds),
+        time=first_seen[11:16],
+        first_seen=first_seen,
+        reports=(report,),
+        outlets=outlets,
         tags=(),
     )
 
 
 def section_for(tags: Sequence[str]) -> str:
     """The one section (top-level tag) a story with these tags is listed under."""
+    return _section_of_tags(tuple(tags))
+
+
+@functools.lru_cache(maxsize=4096)  # a day's thousands of stories share a few hundred sets of tags
+def _section_of_tags(tags: tuple[str, ...]) -> str:
     tops = {tag.split("/", 1)[0] for tag in tags if tag.split("/", 1)[0]}
     if not tops:
         return OTHER_SECTION
@@ -337,16 +361,31 @@ def _story_summary(story: Story) -> str:
 
 
 def _report(entry: Entry, tz: ZoneInfo, *, first: bool) -> Report:
-    local = as_utc(entry.published).astimezone(tz)
+    outlet, outlet_link = _outlet_words(entry.feed_title or entry.feed, entry.feed_link)
+    published = _local_minutes(entry.published, tz)
     return Report(
-        outlet=xml_text(entry.feed_title or entry.feed),
-        outlet_link=web_link(entry.feed_link),
+        outlet=outlet,
+        outlet_link=outlet_link,
         title=xml_text(entry.title).strip() or "(untitled)",
         link=web_link(entry.link),
-        time=f"{local:%H:%M}",
-        published=local.isoformat(timespec="minutes"),
+        time=published[11:16],
+        published=published,
         first=first,
     )
+
+
+@functools.lru_cache(maxsize=4096)  # a day page names the same outlets a thousand times
+def _outlet_words(name: str, link: str | None) -> tuple[str, str | None]:
+    return xml_text(name), web_link(link)
+
+
+def _local_minutes(moment: datetime, tz: ZoneInfo) -> str:
+    """A stored (UTC) time in the zone `tz`, ISO 8601 to the minute: `2024-06-05T14:30+02:00`.
+
+    Its characters 11 to 16 are the time of day (`14:30`), as `%H:%M` would give it.
+    """
+    aware = moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+    return aware.astimezone(tz).isoformat(timespec="minutes")
 
 
 def _percent_encoded(match: re.Match[str]) -> str:

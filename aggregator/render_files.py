@@ -56,12 +56,21 @@ class OutputWriter:
         self.written = 0
         self.unchanged = 0
 
-    def publish(self, path: Path, data: bytes) -> None:
+    def publish(self, path: Path, data: bytes) -> bool:
+        """Write `data` to `path` unless it holds them already; whether it was written."""
         if _same_bytes(path, data):
             self.unchanged += 1
-            return
+            return False
         write_atomic(path, data)
         self.written += 1
+        return True
+
+    def count(self, written: bool) -> None:
+        """Count a file another process published."""
+        if written:
+            self.written += 1
+        else:
+            self.unchanged += 1
 
 
 @dataclass(frozen=True)

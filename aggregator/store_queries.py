@@ -11,7 +11,7 @@ import bisect
 import sqlite3
 from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -33,7 +33,9 @@ from aggregator.store_fts import (
     phrase_frequencies,
 )
 
-# What `_entry` reads, in this order: these, then the story's uid and the tag list.
+# What `_entry` reads, in this order: these, then the story's uid and the tag list; a story's
+# rows (`_story_rows`) add its headline, first_seen and updated.
+_PUBLISHED, _STORY_ID, _STORY_UID, _HEADLINE, _FIRST_SEEN, _UPDATED = 11, 14, 16, 18, 19, 20
 _ENTRY_FIELDS = """
     e.id, e.uid, f.name AS feed, COALESCE(f.title, f.feed_title, f.name) AS feed_title,
     f.site_link AS feed_link, e.key, e.title, e.link, e.author, e.summary, e.content,
@@ -142,19 +144,31 @@ class Queries:
         return [(row["path"], row["n"]) for row in rows]
 
     def entry_days(self, tz: ZoneInfo) -> list[date]:
-        """Days (in `tz`) that have entries, from the distinct UTC hours that do.
+        """Days (in `tz`) that have entries, ascending.
 
-        Grouping by hour in SQL keeps this cheap on a large archive; an hour that
-        straddles local midnight (zones with half-hour offsets) counts for both days.
+        One look at the published index per day: the first entry at or after a local midnight
+        names the next day with entries (reading every entry's hour took 0.3 s on 1,000,000).
         """
-        rows = self.conn.execute("SELECT DISTINCT substr(published, 1, 13) AS hour FROM entries")
-        return sorted(_days_of_hours((row["hour"] for row in rows), tz))
+        days: list[date] = []
+        since = ""
+        while True:
+            first = self.conn.execute("SELECT min(published) FROM entries WHERE published >= ?", (since,)).fetchone()[0]
+            moment = from_iso(first)
+            if moment is None:
+                return days
+            day = moment.astimezone(tz).date()
+            if not days or days[-1] != day:
+                days.append(day)
+            next_midnight = datetime.combine(day + timedelta(days=1), time(), tzinfo=tz)
+            since = max(iso(next_midnight), first + " ")  # and always past this entry, so the walk ends
 
     def change_marker(self) -> ChangeMarker:
         """Where entries and stories stand now; `days_changed_since` and `tags_changed_since` compare to it."""
+        # Each max() on its own, so that SQLite reads it off the end of an index rather than every row.
         row = self.conn.execute(
-            "SELECT coalesce(max(id), 0) AS last_id, coalesce(max(rewritten_at), '') AS last_rewrite, "
-            "(SELECT coalesce(max(updated), '') FROM stories) AS last_story FROM entries"
+            "SELECT coalesce((SELECT max(id) FROM entries), 0) AS last_id, "
+            "coalesce((SELECT max(rewritten_at) FROM entries), '') AS last_rewrite, "
+            "coalesce((SELECT max(updated) FROM stories), '') AS last_story"
         ).fetchone()
         return ChangeMarker(int(row["last_id"]), str(row["last_rewrite"]), str(row["last_story"]))
 
@@ -305,26 +319,58 @@ class Queries:
     # -- stories ------------------------------------------------------------------------------
 
     def stories_between(self, start: datetime, end: datetime) -> list[Story]:
-        """Stories first seen in [start, end), and entries not yet in a story as stories of one.
+        """Stories first seen in [start, end), and entries not yet in a story as stories of one."""
+        stories = _stories_of_rows(self._story_rows(start, end))
+        return stories + [_story_of_one(entry) for entry in self._unassigned_between(start, end)]
 
-        One query reads the stories with their entries (a day page's thousand stories took
-        three, each sorting every column); they are put in order here.
+    def stories_of_days(self, days: Sequence[DaySpan]) -> Iterator[list[Story]]:
+        """The stories of each of `days` (ascending, apart), as `stories_between` gives each day's.
+
+        Their rows are read at once: for a run of neighbouring days, that reads each stored page
+        about once (an outlet's entries of a few days share one) rather than once a day. Each
+        day's stories are made as they are asked for, so that only one day's are in memory.
         """
-        rows = self._plain_rows(
+        if not days:
+            return
+        starts = [iso(span.start) for span in days]
+        ends = [iso(span.end) for span in days]
+        rows: list[list[tuple[Any, ...]]] = [[] for _ in days]
+        for row in self._story_rows(days[0].start, days[-1].end):
+            index = bisect.bisect_right(starts, row[_FIRST_SEEN]) - 1
+            if index >= 0 and row[_FIRST_SEEN] < ends[index]:
+                rows[index].append(row)
+        unassigned: list[list[Entry]] = [[] for _ in days]
+        for entry in self._unassigned_between(days[0].start, days[-1].end):
+            index = bisect.bisect_right(starts, iso(entry.published)) - 1
+            if index >= 0 and iso(entry.published) < ends[index]:
+                unassigned[index].append(entry)
+        for day_rows, day_unassigned in zip(rows, unassigned, strict=True):
+            yield _stories_of_rows(day_rows) + [_story_of_one(entry) for entry in day_unassigned]
+
+    def _story_rows(self, start: datetime, end: datetime) -> list[tuple[Any, ...]]:
+        """The entries of the stories first seen in [start, end), each with its story (see `_stories_of_rows`).
+
+        The entries' ids come from two indexes first, then their rows are read in the order they
+        are stored: an outlet's entries of a few days share pages, each read once, not once a story.
+        """
+        return self._plain_rows(
             f"""SELECT {_ENTRY_FIELDS}, s.uid, ({_TAG_LIST}), s.headline, s.first_seen, s.updated
-                FROM stories s JOIN entries e ON e.story_id = s.id JOIN feeds f ON f.id = e.feed_id
-                WHERE s.first_seen >= ? AND s.first_seen < ?""",
+                FROM entries e JOIN stories s ON s.id = e.story_id JOIN feeds f ON f.id = e.feed_id
+                WHERE e.id IN (SELECT member.id FROM stories started JOIN entries member
+                                 ON member.story_id = started.id
+                               WHERE started.first_seen >= ? AND started.first_seen < ?)""",
             (iso(start), iso(end)),
         )
-        stories = _stories_of_rows(rows)
+
+    def _unassigned_between(self, start: datetime, end: datetime) -> list[Entry]:
+        """Entries published in [start, end) that are in no story yet, newest first."""
         if not self._has_unassigned_entries():
-            return stories
-        # `+` keeps SQLite on the day's range of the published index: with the story_id index it
-        # would walk every unassigned entry, a whole archive's right after an upgrade.
-        loose = self._entries(
+            return []
+        # `+` keeps SQLite on the range of the published index: with the story_id index it would
+        # walk every unassigned entry, a whole archive's right after an upgrade.
+        return self._entries(
             "WHERE +e.story_id IS NULL AND e.published >= ? AND e.published < ?", (iso(start), iso(end))
         )
-        return stories + [_story_of_one(entry) for entry in loose]
 
     def _has_unassigned_entries(self) -> bool:
         """Whether any entry waits for a story: one look at the story_id index, which spares a day
@@ -333,13 +379,18 @@ class Queries:
 
     def recent_stories(self, limit: int, tag: str | None = None) -> list[Story]:
         """The `limit` stories most recently started or joined (with an entry tagged `tag`), newest first."""
+        # Entries in no story are looked for only if there are any: the look lists every entry
+        # with the tag (0.15 s for a common tag on 1,000,000 entries) or walks every entry.
+        loose: list[Entry] = []
         if tag is None:
             stories = self._stories("", (), limit)
-            loose = self._entries("WHERE e.story_id IS NULL", (), limit)
+            if self._has_unassigned_entries():
+                loose = self._entries("WHERE e.story_id IS NULL", (), limit)
         else:
             ids = self._stories_of_newest_tagged(tag, limit)
             stories = self._stories(f"WHERE s.id IN ({','.join('?' * len(ids))})", ids, limit) if ids else []
-            loose = self._entries(f"WHERE e.story_id IS NULL AND e.id IN ({_TAGGED_ENTRY_IDS})", (tag,), limit)
+            if self._has_unassigned_entries():
+                loose = self._entries(f"WHERE e.story_id IS NULL AND e.id IN ({_TAGGED_ENTRY_IDS})", (tag,), limit)
         merged = stories + [_story_of_one(entry) for entry in loose]
         merged.sort(key=lambda story: (story.updated, story.id), reverse=True)
         return merged[:limit]
@@ -644,22 +695,22 @@ def _story_item(row: tuple[Any, ...]) -> StoryItem:
 def _stories_of_rows(rows: list[tuple[Any, ...]]) -> list[Story]:
     """Stories from rows of an entry (`_entry`'s columns) followed by its story's headline, first_seen
     and updated: the stories last started or joined first, each with its entries oldest first."""
-    rows.sort(key=lambda row: (row[11], row[0]))  # published (one fixed-width form, which sorts as time), id
+    rows.sort(key=lambda row: (row[_PUBLISHED], row[0]))  # one fixed-width form of date, which sorts as time
     members: dict[int, list[Entry]] = {}
     heads: dict[int, tuple[Any, ...]] = {}
     for row in rows:
-        story_id = row[14]
+        story_id = row[_STORY_ID]
         if story_id not in members:
             members[story_id], heads[story_id] = [], row
         members[story_id].append(_entry(row))
-    newest_first = sorted(heads, key=lambda story_id: (heads[story_id][20], story_id), reverse=True)
+    newest_first = sorted(heads, key=lambda story_id: (heads[story_id][_UPDATED], story_id), reverse=True)
     return [
         Story(
             id=story_id,
-            uid=heads[story_id][16],
-            headline=heads[story_id][18],
-            first_seen=_required_date(heads[story_id][19]),
-            updated=_required_date(heads[story_id][20]),
+            uid=heads[story_id][_STORY_UID],
+            headline=heads[story_id][_HEADLINE],
+            first_seen=_required_date(heads[story_id][_FIRST_SEEN]),
+            updated=_required_date(heads[story_id][_UPDATED]),
             entries=tuple(members[story_id]),
         )
         for story_id in newest_first

@@ -98,6 +98,9 @@ class ListSource:
     def stories_between(self, start: datetime, end: datetime) -> list[Story]:
         return [story for story in self.stories() if start <= as_utc(story.first_seen) < end]
 
+    def stories_of_days(self, days: Sequence[DaySpan]) -> list[list[Story]]:
+        return [self.stories_between(span.start, span.end) for span in days]
+
     def recent_stories(self, limit: int, tag: str | None = None) -> list[Story]:
         return [story for story in self.stories() if tag is None or tag in story.tags][:limit]
 
