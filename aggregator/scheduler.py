@@ -327,7 +327,10 @@ class Daemon:
         """
         if result.next_fetch is None or self._stop.is_set():
             return
-        if next((current for current in self.settings.feeds if current.name == feed.name), None) != feed:
+        try:
+            if self.settings.feed(feed.name) != feed:
+                return
+        except KeyError:  # removed meanwhile
             return
         jitter = self.rng.uniform(0, min(self.settings.max_jitter_seconds, feed.interval_seconds * 0.1))
         with contextlib.suppress(LookupError):

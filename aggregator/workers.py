@@ -179,7 +179,7 @@ class ParsePool:
 
     async def parse(self, arguments: ParseArguments) -> ParseResult:
         """`parse_and_tag(*arguments)` in a worker (or here, for the first few bodies)."""
-        if self._in_place > 0 and not self._submitted and self._starting is None:
+        if self._in_place > 0:  # none submitted yet: `start_now` and the last of them set it to 0
             self._in_place -= 1
             return parse_and_tag(*arguments)
         if self._started():
